@@ -1,0 +1,6 @@
+"""Callbacks: the prediction writer and the end-of-run report."""
+
+from lightning_search.callbacks.report import RunReport
+from lightning_search.callbacks.writer import PredictionWriter
+
+__all__ = ["PredictionWriter", "RunReport"]

@@ -1,0 +1,117 @@
+"""Small image classifiers: the digits verifier (for search) and evaluator (for metrics), and their loader.
+
+Trained by ``lightning-search fit --config recipes/digits/verifier.yaml`` (or ``evaluator.yaml``) on
+disjoint halves of the training split. Different architectures and seeds, so that search that exploits
+the verifier's quirks shows up in the evaluator's metrics as "verifier hacking".
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from lightning import LightningModule
+from lightning.pytorch.cli import OptimizerCallable
+from torch import nn
+from typing_extensions import override
+
+from lightning_search.errors import CheckpointError, lookup
+
+
+class DigitsCNN(nn.Module):
+    """Two 3x3 convolutions and a 2x2 pool: 8x8 -> 4x4 x 32 -> 64 features -> logits."""
+
+    feature_dim = 64
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Linear(32 * 16, self.feature_dim), nn.ReLU(),
+        )  # fmt: skip
+        self.head = nn.Linear(self.feature_dim, num_classes)
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        return self.body(images)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(images))
+
+
+class DigitsWideNet(nn.Module):
+    """A different design for the evaluator: strided 5x5 convolution, dropout, 2-layer MLP; 64 features."""
+
+    feature_dim = 64
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(1, 32, 5, padding=2, stride=2), nn.GELU(), nn.Flatten(), nn.Dropout(0.2),
+            nn.Linear(32 * 16, 128), nn.GELU(), nn.Linear(128, self.feature_dim), nn.GELU(),
+        )  # fmt: skip
+        self.head = nn.Linear(self.feature_dim, num_classes)
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        return self.body(images)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(images))
+
+
+CLASSIFIERS: dict[str, type[nn.Module]] = {"digits-cnn": DigitsCNN, "digits-wide": DigitsWideNet}
+
+
+class ClassifierModule(LightningModule):
+    """Cross-entropy training of a registered classifier on batches of ``image`` and ``condition`` (label)."""
+
+    def __init__(
+        self, arch: str = "digits-cnn", num_classes: int = 10, optimizer: OptimizerCallable = torch.optim.AdamW
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["optimizer"])
+        self.net = lookup(CLASSIFIERS, "classifier architecture", arch)(num_classes)
+        self.optimizer = optimizer
+
+    @override
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images)
+
+    def _shift(self, images: torch.Tensor) -> torch.Tensor:
+        # one-pixel random translations: 650 training digits are few, and generated digits are not centred alike
+        dx, dy = torch.randint(-1, 2, (2,)).tolist()
+        return torch.roll(images, shifts=(dy, dx), dims=(2, 3))
+
+    @override
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss = F.cross_entropy(self.net(self._shift(batch["image"])), batch["condition"])
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    @override
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        logits = self.net(batch["image"])
+        self.log("val/loss", F.cross_entropy(logits, batch["condition"]))
+        self.log("val/accuracy", (logits.argmax(1) == batch["condition"]).float().mean(), prog_bar=True)
+
+    @override
+    def configure_optimizers(self):
+        return self.optimizer(self.parameters())
+
+
+def load_classifier(path: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
+    """A trained classifier network (eval mode) from a Lightning checkpoint, loaded with weights_only=True."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(
+            f"classifier checkpoint {str(path)!r} not found; train it first, e.g. "
+            "`lightning-search fit --config recipes/digits/verifier.yaml`, or point to an existing .ckpt"
+        )
+    ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    hparams = ckpt.get("hyper_parameters", {})
+    net = lookup(CLASSIFIERS, "classifier architecture", hparams.get("arch", "digits-cnn"))(
+        hparams.get("num_classes", 10)
+    )
+    state = {k.removeprefix("net."): v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
+    net.load_state_dict(state)
+    return net.eval().requires_grad_(False)

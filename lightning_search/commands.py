@@ -1,0 +1,117 @@
+"""Commands beyond LightningCLI's: ``sweep`` (many predicts in one process), ``report``, ``compare``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jsonargparse import ArgumentParser
+from lightning.pytorch.utilities import rank_zero_info
+
+from lightning_search.errors import ConfigurationError
+from lightning_search.reporting.io import atomic_write_text
+from lightning_search.reporting.scaling import (
+    markdown_table,
+    plot_scaling,
+    read_scaling_csv,
+    scaling_rows,
+    write_scaling_csv,
+)
+
+REPORT_COLUMNS = ["group", "name", "nfe", "gflops", "inception_score", "fid", "kid", "precision", "recall",
+                  "accuracy", "search_score"]  # fmt: skip
+
+
+def _load_sweep(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigurationError(f"sweep config {str(path)!r} not found")
+    spec = yaml.safe_load(path.read_text())
+    missing = {"predict_config", "output_dir", "points"} - set(spec)
+    if missing:
+        raise ConfigurationError(f"sweep config {str(path)!r} lacks {', '.join(sorted(missing))}")
+    names = [p["name"] for p in spec["points"]]
+    if len(set(names)) != len(names):
+        raise ConfigurationError("sweep point names must be unique")
+    return spec
+
+
+def run_point(predict_config: str, output_dir: Path, args: list[str]) -> dict[str, Any]:
+    """One ``lightning-search predict`` in this process; returns the run's metrics.json."""
+    from lightning_search.cli import LightningSearchCLI
+
+    LightningSearchCLI(args=["predict", "--config", predict_config, *args, f"--trainer.default_root_dir={output_dir}"])
+    return json.loads((output_dir / "metrics.json").read_text())
+
+
+def sweep(argv: list[str]) -> None:
+    """Run every point of a sweep config (a predict recipe plus per-point overrides), then the report.
+
+    A point whose folder already holds ``metrics.json`` is reused unless ``--force``.
+    """
+    parser = ArgumentParser(prog="lightning-search sweep", description=sweep.__doc__)
+    parser.add_argument("--config", required=True, help="sweep YAML: predict_config, output_dir, points")
+    parser.add_argument("--force", type=bool, default=False, help="recompute points that are already done")
+    parser.add_argument("--only", type=list[str] | None, default=None, help="run only these point names")
+    cfg = parser.parse_args(argv)
+    spec = _load_sweep(cfg.config)
+    out = Path(spec["output_dir"])
+    points = []
+    for point in spec["points"]:
+        if cfg.only and point["name"] not in cfg.only:
+            continue
+        folder = out / point["name"]
+        if cfg.force and (folder / "predictions").exists():
+            import shutil
+
+            shutil.rmtree(folder)
+        if (folder / "metrics.json").is_file() and not cfg.force:
+            metrics = json.loads((folder / "metrics.json").read_text())
+        else:
+            rank_zero_info(f"sweep point {point['name']}")
+            metrics = run_point(spec["predict_config"], folder, [str(a) for a in point.get("args", [])])
+        metrics.update(name=point["name"], group=point.get("group", point["name"]))
+        points.append(metrics)
+    write_report(out, scaling_rows(points), title=spec.get("title", "Scaling sweep"))
+
+
+def write_report(out: Path, rows: list[dict[str, Any]], title: str) -> None:
+    """scaling.csv, scaling.png and report.md of a sweep folder."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_scaling_csv(out / "scaling.csv", rows)
+    plot_scaling(out / "scaling.png", rows)
+    score_columns = sorted({k for r in rows for k in r if k.startswith("score/")})
+    text = [f"# {title}", "", "![scaling](scaling.png)", "", markdown_table(rows, REPORT_COLUMNS + score_columns)]
+    atomic_write_text(out / "report.md", "\n".join(text) + "\n")
+    rank_zero_info(f"wrote {out}/scaling.csv, scaling.png, report.md")
+
+
+def report(argv: list[str]) -> None:
+    """Redraw scaling.png and report.md of a sweep folder from its scaling.csv."""
+    parser = ArgumentParser(prog="lightning-search report", description=report.__doc__)
+    parser.add_argument("sweep_dir", help="a folder written by `lightning-search sweep`")
+    parser.add_argument("--title", default="Scaling sweep")
+    cfg = parser.parse_args(argv)
+    out = Path(cfg.sweep_dir)
+    if not (out / "scaling.csv").is_file():
+        raise ConfigurationError(f"{str(out)!r} holds no scaling.csv; run `lightning-search sweep` first")
+    write_report(out, read_scaling_csv(out / "scaling.csv"), cfg.title)
+
+
+def compare(argv: list[str]) -> None:
+    """Compare run folders side by side (table of metrics and verifier scores)."""
+    parser = ArgumentParser(prog="lightning-search compare", description=compare.__doc__)
+    parser.add_argument("runs", type=list[str], help="run folders holding metrics.json")
+    parser.add_argument("--output_dir", default="runs/compare")
+    cfg = parser.parse_args(argv)
+    rows = []
+    for run in cfg.runs:
+        path = Path(run) / "metrics.json"
+        if not path.is_file():
+            raise ConfigurationError(f"{str(run)!r} holds no metrics.json; run `lightning-search predict` into it")
+        metrics = json.loads(path.read_text())
+        metrics.update(name=Path(run).name, group=Path(run).name)
+        rows.append(metrics)
+    write_report(Path(cfg.output_dir), scaling_rows(rows), title="Comparison")

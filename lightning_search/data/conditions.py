@@ -1,0 +1,66 @@
+"""What predict iterates over: (sample id, condition) pairs, with stable ids so runs can shard and resume."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from lightning import LightningDataModule
+from torch.utils.data import DataLoader, Dataset
+
+
+def collate_conditions(rows: list[dict]) -> dict[str, Any]:
+    """Keep conditions as a plain list (ints or prompts); ids as a tensor."""
+    batch: dict[str, Any] = {"sample_id": torch.tensor([r["sample_id"] for r in rows], dtype=torch.long)}
+    for key in rows[0]:
+        if key != "sample_id":
+            batch[key] = [r[key] for r in rows]
+    return batch
+
+
+class ConditionDataset(Dataset):
+    """Conditions to sample for, each with a stable sample id; ``exclude`` drops ids already done (resume)."""
+
+    def __init__(self, conditions: Sequence[Any], sample_ids: Sequence[int], extras: dict | None = None) -> None:
+        if len(conditions) != len(sample_ids):
+            raise ValueError(f"{len(conditions)} conditions but {len(sample_ids)} sample ids")
+        if len(set(sample_ids)) != len(sample_ids):
+            raise ValueError("sample ids must be unique")
+        self.conditions, self.sample_ids = list(conditions), [int(i) for i in sample_ids]
+        self.extras = extras or {}
+
+    def exclude(self, done: set[int]) -> ConditionDataset:
+        keep = [i for i, s in enumerate(self.sample_ids) if s not in done]
+        extras = {k: [v[i] for i in keep] for k, v in self.extras.items()}
+        return ConditionDataset([self.conditions[i] for i in keep], [self.sample_ids[i] for i in keep], extras)
+
+    def __len__(self) -> int:
+        return len(self.sample_ids)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        row = {"sample_id": self.sample_ids[i], "condition": self.conditions[i]}
+        row.update({k: v[i] for k, v in self.extras.items()})
+        return row
+
+    def loader(self, batch_size: int) -> DataLoader:
+        return DataLoader(self, batch_size=batch_size, shuffle=False, collate_fn=collate_conditions)
+
+
+class ConditionDataModule(LightningDataModule):
+    """Base of DataModules that predict over conditions: subclasses implement :meth:`predict_dataset`.
+
+    ``exclude_ids`` (set by the prediction writer when resuming) removes samples that are already done.
+    """
+
+    predict_batch_size: int = 64
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.exclude_ids: set[int] = set()
+
+    def predict_dataset(self) -> ConditionDataset:
+        raise NotImplementedError
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.predict_dataset().exclude(self.exclude_ids).loader(self.predict_batch_size)

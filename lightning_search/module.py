@@ -1,0 +1,138 @@
+"""``DiffusionModule``: one LightningModule for training (``fit``) and verifier-guided sampling (``predict``)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+from lightning import LightningModule
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from typing_extensions import override
+
+from lightning_search.backbones.base import Backbone
+from lightning_search.errors import ConfigurationError, UnknownNameError
+from lightning_search.metrics.flops import backbone_gflops, verifier_gflops
+from lightning_search.objectives.base import Objective
+from lightning_search.objectives.denoising import DenoisingLoss
+from lightning_search.sampling.sampler import Sampler
+from lightning_search.search.base import SearchAlgorithm, SearchContext
+from lightning_search.search.config import SearchConfig, build_search
+from lightning_search.verifiers.base import Verifier
+
+
+class DiffusionModule(LightningModule):
+    """A backbone, a training objective and a sampler; search and verifiers are configured for predict.
+
+    Args:
+        backbone: the model family (``lightning_search.backbones``).
+        objective: the training loss (default: denoising MSE in the backbone's parameterisation).
+        sampler: solver, steps, guidance scale used by validation samples and predict.
+        optimizer: e.g. ``torch.optim.AdamW`` with its arguments (LightningCLI's ``--model.optimizer``).
+        lr_scheduler: optional, stepped every optimizer step.
+    """
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        objective: Objective | None = None,
+        sampler: Sampler | None = None,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        lr_scheduler: LRSchedulerCallable | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["backbone", "objective", "optimizer", "lr_scheduler"])
+        self.backbone = backbone
+        self.objective = objective if objective is not None else DenoisingLoss()
+        self.sampler = sampler if sampler is not None else Sampler()
+        self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
+        self.search_config = SearchConfig()
+        # Frozen scorers live outside the module's state: they are not trained and not checkpointed.
+        self.verifiers: dict[str, Verifier] = {}
+        self._gflops: dict[str, float] | None = None
+
+    # -- configuration ----------------------------------------------------------------------------------
+    def configure_search(self, search: SearchConfig | None, verifiers: dict[str, Verifier] | None = None) -> None:
+        """Set the search algorithm and the verifiers (the search one and held-out evaluation ones)."""
+        self.search_config = search or SearchConfig()
+        self.verifiers = dict(verifiers or {})
+        name = self.search_config.verifier
+        if name is not None and name not in self.verifiers:
+            raise UnknownNameError("verifier", name, self.verifiers)
+        self.search_algorithm()  # fail now, not at the first batch
+
+    def search_algorithm(self) -> SearchAlgorithm:
+        return build_search(self.search_config)
+
+    # -- training -----------------------------------------------------------------------------------------
+    @override
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: Any) -> torch.Tensor:
+        return self.backbone(x_t, t, cond)
+
+    @override
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss, logs = self.objective(self.backbone, batch)
+        self.log_dict({f"train/{k}": v for k, v in logs.items()}, prog_bar=True, batch_size=len(batch["image"]))
+        return loss
+
+    @override
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        loss, logs = self.objective(self.backbone, batch)
+        self.log_dict({f"val/{k}": v for k, v in logs.items()}, batch_size=len(batch["image"]))
+
+    @override
+    def configure_optimizers(self):
+        params = [p for p in self.parameters() if p.requires_grad]
+        if not params:
+            raise ConfigurationError("no trainable parameters: check the LoRA settings or frozen modules")
+        optimizer = self.optimizer(params)
+        if self.lr_scheduler is None:
+            return optimizer
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": self.lr_scheduler(optimizer), "interval": "step"},
+        }
+
+    # -- prediction ---------------------------------------------------------------------------------------
+    @override
+    def on_predict_start(self) -> None:
+        self.backbone.eval()
+        for verifier in self.verifiers.values():
+            verifier.to(self.device).eval()
+
+    def gflops(self, condition: Any) -> dict[str, float]:
+        """GFLOPs per NFE of the backbone and per scored image of each verifier, measured once."""
+        if self._gflops is None:
+            image_shape = self.backbone.decode(torch.zeros(1, *self.backbone.latent_shape, device=self.device)).shape[
+                1:
+            ]
+            self._gflops = {"backbone": backbone_gflops(self.backbone, condition)}
+            for name, verifier in self.verifiers.items():
+                self._gflops[name] = verifier_gflops(verifier, image_shape, condition)
+        return self._gflops
+
+    @override
+    @torch.no_grad()
+    def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
+        """Search (or plainly sample) for each condition of the batch; score the results with every verifier."""
+        start = time.perf_counter()
+        conditions, sample_ids = batch["condition"], batch["sample_id"].tolist()
+        search = self.search_config
+        ctx = SearchContext(
+            self.backbone, self.sampler, self.verifiers.get(search.verifier) if search.verifier else None, search.seed
+        )
+        result = self.search_algorithm().run(ctx, conditions, sample_ids)
+        evaluations = {name: v(result.images, conditions).cpu() for name, v in self.verifiers.items()}
+        flops = self.gflops(conditions[0])
+        search_flops = flops.get(search.verifier, 0.0) if search.verifier else 0.0
+        elapsed = time.perf_counter() - start
+        return {
+            "sample_id": sample_ids,
+            "condition": conditions,
+            "images": result.images.float().cpu(),
+            "result": result,
+            "evaluations": evaluations,
+            "gflops": (result.nfe * flops["backbone"]).tolist(),
+            "verifier_gflops": (result.verifier_calls * search_flops).tolist(),
+            "wall_time": elapsed / len(sample_ids),
+        }

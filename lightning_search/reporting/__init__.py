@@ -1,0 +1,1 @@
+"""Run folders, grids, scaling curves and compare reports."""

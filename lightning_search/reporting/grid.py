@@ -1,0 +1,44 @@
+"""Sample grids: people look at pictures."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torchvision.utils import make_grid
+
+from lightning_search.reporting.io import atomic_write_bytes, image_to_png_bytes
+
+
+def image_grid(images: torch.Tensor, nrow: int, min_cell: int = 48, padding: int = 2) -> torch.Tensor:
+    """(N, C, H, W) in [0, 1] -> one (C, H', W') grid; small images are upscaled (nearest) to ``min_cell``."""
+    if images.shape[-1] < min_cell:
+        scale = -(-min_cell // images.shape[-1])
+        images = F.interpolate(images, scale_factor=scale, mode="nearest")
+    return make_grid(images, nrow=nrow, padding=padding, pad_value=1.0)
+
+
+def rows_by_condition(conditions: Sequence, per_condition: int, max_conditions: int) -> list[int]:
+    """Indices laid out as one row per condition (first appearance order), ``per_condition`` columns."""
+    groups: dict[str, list[int]] = {}
+    for i, c in enumerate(conditions):
+        key = str(c)
+        if key in groups or len(groups) < max_conditions:
+            groups.setdefault(key, [])
+            if len(groups[key]) < per_condition:
+                groups[key].append(i)
+    width = min(per_condition, max(len(g) for g in groups.values()))
+    return [g[j] if j < len(g) else -1 for g in groups.values() for j in range(width)]
+
+
+def save_condition_grid(
+    path: str | Path, images: torch.Tensor, conditions: Sequence, per_condition: int = 10, max_conditions: int = 10
+) -> None:
+    """A grid with one row per condition; missing cells stay blank."""
+    index = rows_by_condition(conditions, per_condition, max_conditions)
+    width = min(per_condition, len(index))
+    blank = torch.ones_like(images[0])
+    cells = torch.stack([images[i] if i >= 0 else blank for i in index])
+    atomic_write_bytes(path, image_to_png_bytes(image_grid(cells, nrow=width)))

@@ -1,0 +1,96 @@
+"""Scaling curves (metric vs NFE, one line per algorithm and verifier), the CSV behind them, and report.md."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from lightning_search.reporting.io import atomic_write_bytes, atomic_write_text
+
+SCALING_COLUMNS = [
+    "group", "name", "algorithm", "verifier", "nfe", "gflops", "inception_score", "fid", "kid", "precision",
+    "recall", "accuracy", "search_score", "wall_time_per_sample", "num_samples",
+]  # fmt: skip
+
+CURVES = [("inception_score", "Inception score (evaluator)"), ("fid", "FID (evaluator features)"),
+          ("recall", "recall (k-NN, evaluator features)")]  # fmt: skip
+
+
+def scaling_rows(points: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Flatten each point's metrics (with ``name`` and ``group``) into one CSV row; verifier means as columns."""
+    rows = []
+    for p in points:
+        row = {k: p.get(k) for k in SCALING_COLUMNS}
+        for name, value in (p.get("verifier_scores") or {}).items():
+            row[f"score/{name}"] = value
+        rows.append(row)
+    return rows
+
+
+def write_scaling_csv(path: str | Path, rows: list[dict[str, Any]]) -> None:
+    columns = list(SCALING_COLUMNS) + sorted({k for r in rows for k in r if k not in SCALING_COLUMNS})
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns)
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in columns})
+    atomic_write_text(path, buffer.getvalue())
+
+
+def read_scaling_csv(path: str | Path) -> list[dict[str, Any]]:
+    def parse(v: str):
+        if v == "":
+            return None
+        try:
+            return float(v)
+        except ValueError:
+            return v
+
+    with open(path) as f:
+        return [{k: parse(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def plot_scaling(path: str | Path, rows: list[dict[str, Any]], curves=CURVES) -> None:
+    """One panel per metric, NFE on a log axis, one line per group."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups: dict[str, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(str(row["group"]), []).append(row)
+    curves = [(k, label) for k, label in curves if any(r.get(k) is not None for r in rows)]
+    fig, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves), 4), squeeze=False)
+    for ax, (key, label) in zip(axes[0], curves):
+        for group, members in groups.items():
+            pts = sorted((r["nfe"], r[key]) for r in members if r.get(key) is not None and r.get("nfe"))
+            if pts:
+                ax.plot(*zip(*pts), marker="o", label=group)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("NFE per sample")
+        ax.set_title(label)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.0f}" if abs(v) >= 1000 else f"{v:.3g}" if abs(v) < 1 else f"{v:.2f}"
+    return str(v)
+
+
+def markdown_table(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_fmt(r.get(c)) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)

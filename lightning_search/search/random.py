@@ -1,0 +1,70 @@
+"""Random search (best-of-N), the paper's simplest algorithm (Ma et al. 2025, Sec. 3.2).
+
+N noises per sample are each integrated to t = 0 with ``candidate_steps`` solver steps and scored; the best
+noise is then re-denoised with the sampler's full steps (unless the candidates already used them, in which
+case the winning candidate is the result and nothing is spent twice). NFE = N x candidate + final.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from lightning_search.errors import ConfigurationError
+from lightning_search.sampling.sampler import Sampler
+from lightning_search.search.base import SearchAlgorithm, SearchContext, SearchResult, gather_rows
+
+
+class RandomSearch(SearchAlgorithm):
+    """Best of ``num_candidates`` initial noises.
+
+    Args:
+        num_candidates: N, the noises drawn per sample.
+        candidate_steps: solver steps per candidate (None: the sampler's steps, and no re-denoising).
+    """
+
+    def __init__(self, num_candidates: int = 4, candidate_steps: int | None = None) -> None:
+        if num_candidates < 1:
+            raise ConfigurationError(f"random search needs num_candidates >= 1, got {num_candidates}")
+        self.num_candidates, self.candidate_steps = num_candidates, candidate_steps
+
+    def _redenoise(self, sampler: Sampler) -> bool:
+        return self.candidate_steps is not None and self.candidate_steps != sampler.steps
+
+    def nfe_per_sample(self, sampler: Sampler, prediction_type: str = "velocity") -> int:
+        final = sampler.nfe(prediction_type=prediction_type)
+        if not self._redenoise(sampler):
+            return self.num_candidates * final
+        return self.num_candidates * sampler.nfe(self.candidate_steps, prediction_type=prediction_type) + final
+
+    def run(self, ctx: SearchContext, conditions: Sequence[Any], sample_ids: Sequence[int]) -> SearchResult:
+        seeds = ctx.seeds(sample_ids, 0, self.num_candidates)
+        cond = ctx.encode(conditions)
+        noise = ctx.noise(seeds)
+        redenoise = self._redenoise(ctx.sampler)
+        x0, images, scores, nfe = ctx.sample_and_score(
+            noise, cond, conditions, self.candidate_steps if redenoise else None
+        )
+        best = scores.argmax(dim=1)
+        calls = self.num_candidates
+        if redenoise:
+            x0, images, final_scores, final_nfe = ctx.sample_and_score(
+                gather_rows(noise, best)[:, None], cond, conditions, None
+            )
+            x0, images, score = x0[:, 0], images[:, 0], final_scores[:, 0]
+            nfe, calls = nfe + final_nfe, calls + 1
+        else:
+            x0, images, score = gather_rows(x0, best), gather_rows(images, best), gather_rows(scores, best)
+        b = len(sample_ids)
+        return SearchResult(
+            x0=x0,
+            images=images,
+            score=score.cpu(),
+            nfe=torch.full((b,), nfe),
+            verifier_calls=torch.full((b,), calls),
+            chosen=[{"round": 0, "candidate": int(c), "seed": seeds[i][int(c)]} for i, c in enumerate(best)],
+            candidate_seeds=seeds,
+            trace=[[float(s)] for s in scores.max(dim=1).values],
+        )

@@ -1,0 +1,52 @@
+"""The verifier interface: ``score(images, conditions) -> Tensor[B]``, higher is better."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from lightning_search.errors import LightningSearchError
+
+
+class Verifier(nn.Module, ABC):
+    """Scores a batch of images against their conditions; knows nothing of how they were made.
+
+    Set ``x0_time`` to receive, as ``x0_images``, the decoded x0-prediction made at that time of the same
+    trajectory (the self-supervised verifier of Ma et al. 2025 uses t = 0.4).
+    ``channels`` is the number of image channels the verifier accepts (None: any).
+    """
+
+    x0_time: float | None = None
+    channels: int | None = None
+
+    @abstractmethod
+    def score(
+        self, images: torch.Tensor, conditions: Sequence[Any], x0_images: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """images: (B, C, H, W) in [0, 1] on the verifier's device -> scores (B,), float32."""
+
+    def forward(
+        self, images: torch.Tensor, conditions: Sequence[Any], x0_images: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        check_images(images, self.channels, type(self).__name__)
+        if len(conditions) != images.shape[0]:
+            raise LightningSearchError(f"{images.shape[0]} images but {len(conditions)} conditions")
+        return self.score(images, conditions, x0_images).float()
+
+
+def check_images(images: torch.Tensor, channels: int | None, who: str = "verifier") -> None:
+    """Reject what a verifier cannot score, with a message saying what was expected."""
+    if images.dim() != 4:
+        raise LightningSearchError(f"{who} expects images (B, C, H, W), got shape {tuple(images.shape)}")
+    if channels is not None and images.shape[1] != channels:
+        raise LightningSearchError(f"{who} expects {channels}-channel images, got {images.shape[1]} channels")
+    if images.numel():
+        lo, hi = images.min().item(), images.max().item()
+        if lo < -1e-4 or hi > 1 + 1e-4:
+            raise LightningSearchError(
+                f"{who} expects images in [0, 1], got values in [{lo:.3g}, {hi:.3g}] (decode latents first)"
+            )

@@ -1,0 +1,84 @@
+"""Shared fixtures: one thread, offline hub, and one small trained digits setup per session."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from lightning_search import DiffusionModule
+from lightning_search.backbones import DigitsBackbone
+from lightning_search.classifier import ClassifierModule
+from lightning_search.data import DigitsDataModule
+from lightning_search.sampling import Sampler
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    # two threads on two busy cores are slower than one (ENVIRONMENT.md)
+    torch.set_num_threads(1)
+
+
+@dataclass
+class DigitsSetup:
+    """Paths of a quickly trained verifier, evaluator and generator (lower quality than the recipes)."""
+
+    root: Path
+    verifier: Path
+    evaluator: Path
+    generator: Path
+
+
+def _fit(module, datamodule, path: Path, **trainer_kwargs) -> Path:
+    trainer = L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        **trainer_kwargs,
+    )
+    trainer.fit(module, datamodule)
+    trainer.save_checkpoint(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def digits_setup(tmp_path_factory) -> DigitsSetup:
+    root = tmp_path_factory.mktemp("digits")
+    L.seed_everything(1)
+    verifier = _fit(
+        ClassifierModule("digits-cnn"), DigitsDataModule("verifier", 64), root / "verifier.ckpt", max_epochs=15
+    )
+    L.seed_everything(2)
+    evaluator = _fit(
+        ClassifierModule("digits-wide"), DigitsDataModule("evaluator", 64), root / "evaluator.ckpt", max_epochs=15
+    )
+    L.seed_everything(0)
+    module = DiffusionModule(DigitsBackbone("digits-xs"), optimizer=lambda p: torch.optim.AdamW(p, lr=3e-3))
+    generator = _fit(module, DigitsDataModule("generator", 128), root / "generator.ckpt", max_steps=400)
+    return DigitsSetup(root, verifier, evaluator, generator)
+
+
+@pytest.fixture(scope="session")
+def trained_backbone(digits_setup) -> DigitsBackbone:
+    """The session's digits-xs generator, loaded weights-only, in eval mode."""
+    ckpt = torch.load(digits_setup.generator, weights_only=True)
+    backbone = DigitsBackbone("digits-xs")
+    backbone.load_state_dict({k.removeprefix("backbone."): v for k, v in ckpt["state_dict"].items()})
+    return backbone.eval()
+
+
+@pytest.fixture
+def sampler() -> Sampler:
+    return Sampler(solver="heun", steps=3)
