@@ -112,7 +112,8 @@ class SearchContext:
         b, n = images.shape[:2]
         flat_conditions = [c for c in conditions for _ in range(n)]
         flat_x0 = None if x0_images is None else x0_images.reshape(b * n, *x0_images.shape[2:])
-        scores = self.verifier(images.reshape(b * n, *images.shape[2:]), flat_conditions, flat_x0)
+        groups = torch.arange(b, device=images.device).repeat_interleave(n)
+        scores = self.verifier(images.reshape(b * n, *images.shape[2:]), flat_conditions, flat_x0, groups)
         return nan_safe(scores.view(b, n))
 
     @property

@@ -30,8 +30,14 @@ class Verifier(nn.Module, ABC):
         """images: (B, C, H, W) in [0, 1] on the verifier's device -> scores (B,), float32."""
 
     def forward(
-        self, images: torch.Tensor, conditions: Sequence[Any], x0_images: torch.Tensor | None = None
+        self,
+        images: torch.Tensor,
+        conditions: Sequence[Any],
+        x0_images: torch.Tensor | None = None,
+        groups: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """Validate, then :meth:`score`. ``groups`` (B,) ids the candidate set of each image (search passes it;
+        rank-based verifiers such as the ensemble rank within a group; others ignore it)."""
         check_images(images, self.channels, type(self).__name__)
         if len(conditions) != images.shape[0]:
             raise LightningSearchError(f"{images.shape[0]} images but {len(conditions)} conditions")
