@@ -92,10 +92,8 @@ class Sampler:
         record = {min(range(steps), key=lambda i: abs(grid[i] - t)): t for t in x0_at}
         if null_cond is None and self.guided:
             null_cond = backbone.null_conditions(cond)
-        rows_per_call = max(1, self.micro_batch_size // (2 if self.guided else 1))
         chunks: list[SampleOutput] = []
-        for start in range(0, noise.shape[0], rows_per_call):
-            idx = slice(start, start + rows_per_call)
+        for idx in self._chunks(noise.shape[0]):
             chunks.append(
                 self._integrate(
                     backbone,
@@ -109,7 +107,8 @@ class Sampler:
         x0 = {t: torch.cat([c.x0[t] for c in chunks]) for t in x0_at}
         return SampleOutput(torch.cat([c.x for c in chunks]), x0, chunks[0].nfe if chunks else 0)
 
-    def _integrate(self, backbone, x, cond, null_cond, grid, record) -> SampleOutput:
+    def _denoiser(self, backbone: Backbone, cond: Cond, null_cond: Cond | None):
+        """``denoise(x_t, t) -> (x0, eps)`` with classifier-free guidance on one doubled batch."""
         guided = self.guided
         both = cond_cat([cond, null_cond]) if guided else cond
 
@@ -123,6 +122,27 @@ class Sampler:
                 out = backbone(x_t, tt, cond)
             return backbone.to_x0_eps(out, x_t, tt)
 
+        return denoise
+
+    def _chunks(self, n: int) -> list[slice]:
+        rows = max(1, self.micro_batch_size // (2 if self.guided else 1))
+        return [slice(i, i + rows) for i in range(0, n, rows)]
+
+    def predict_x0(
+        self, backbone: Backbone, x: torch.Tensor, t: float, cond: Cond, null_cond: Cond | None = None
+    ) -> tuple[torch.Tensor, int]:
+        """The (guided) x0-prediction at states x (B, *latent) at time t -> (x0, NFE per sample)."""
+        if null_cond is None and self.guided:
+            null_cond = backbone.null_conditions(cond)
+        parts = []
+        for idx in self._chunks(x.shape[0]):
+            nc = None if null_cond is None else cond_index(null_cond, idx)
+            parts.append(self._denoiser(backbone, cond_index(cond, idx), nc)(x[idx], t)[0])
+        return torch.cat(parts), 2 if self.guided else 1
+
+    def _integrate(self, backbone, x, cond, null_cond, grid, record) -> SampleOutput:
+        guided = self.guided
+        denoise = self._denoiser(backbone, cond, null_cond)
         step = SOLVERS[self.solver]
         exact_end = backbone.prediction_type == "velocity"
         x0_preds: dict[float, torch.Tensor] = {}
