@@ -46,6 +46,13 @@ class LightningSearchCLI(LightningCLI):
             help="Named verifiers: the one --search.verifier names guides search, all score the results.",
         )
 
+    @override
+    def _parse_ckpt_path(self) -> None:
+        # LightningCLI would re-apply the checkpoint's saved hyperparameters *over* the command line, so
+        # `predict --ckpt_path X --model.init_args.sampler.steps 1` would silently sample with the training
+        # steps. Our recipes state the model in full; the checkpoint only provides weights.
+        return
+
     def _config(self):
         return self.config[self.subcommand] if self.subcommand else self.config
 
@@ -90,9 +97,23 @@ def main(argv: list[str] | None = None) -> None:
             getattr(commands, args[0])(args[1:])
         else:
             LightningSearchCLI(args=argv)
-    except LightningSearchError as err:
-        print(f"lightning-search: error: {err}", file=sys.stderr)
+    except Exception as err:
+        ours = _find_our_error(err)
+        if ours is None:
+            raise
+        print(f"lightning-search: error: {ours}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def _find_our_error(err: BaseException | None) -> LightningSearchError | None:
+    """Our error, also when jsonargparse wrapped it while instantiating a class from the config."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, LightningSearchError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
 
 
 if __name__ == "__main__":

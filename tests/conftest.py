@@ -82,3 +82,17 @@ def trained_backbone(digits_setup) -> DigitsBackbone:
 @pytest.fixture
 def sampler() -> Sampler:
     return Sampler(solver="heun", steps=3)
+
+
+def patched_recipe(name: str, tmp_path: Path, setup: DigitsSetup | None = None) -> Path:
+    """A copy of ``recipes/<name>`` whose run folders point into tmp_path (and at the session's models)."""
+    text = (REPO / "recipes" / name).read_text()
+    if setup is not None:
+        text = text.replace("runs/digits/verifier/classifier.ckpt", str(setup.verifier))
+        text = text.replace("runs/digits/evaluator/classifier.ckpt", str(setup.evaluator))
+        text = text.replace("runs/digits/generator/generator.ckpt", str(setup.generator))
+        text = text.replace("size: digits-s", "size: digits-xs")
+    text = text.replace("runs/", f"{tmp_path}/runs/")
+    path = tmp_path / name.replace("/", "_")
+    path.write_text(text)
+    return path
