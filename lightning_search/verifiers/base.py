@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -28,6 +28,10 @@ class Verifier(nn.Module, ABC):
         self, images: torch.Tensor, conditions: Sequence[Any], x0_images: torch.Tensor | None = None
     ) -> torch.Tensor:
         """images: (B, C, H, W) in [0, 1] on the verifier's device -> scores (B,), float32."""
+
+    def resolve_members(self, verifiers: Mapping[str, Verifier]) -> None:
+        """Called once with every verifier of the run ({name: verifier}); a verifier built on others that are
+        named rather than nested (the ensemble) binds them here. Default: nothing to bind."""
 
     def forward(
         self,
