@@ -26,7 +26,8 @@ class Sampler:
     """How to integrate the probability-flow ODE.
 
     Args:
-        solver: ``euler``, ``heun`` or ``ddim``.
+        solver: ``euler``, ``heun`` or ``ddim`` (our ODE solvers), or ``scheduler``: the backbone's own
+            diffusers scheduler, which reproduces its pipeline (``sampling/scheduler.py``).
         steps: solver steps from t = 1 to t = 0 (Heun spends 2 NFEs per step, the others 1).
         guidance_scale: classifier-free guidance weight; 1 disables guidance (1 NFE per call, not 2).
         micro_batch_size: at most this many rows (after guidance doubling) per network call.
@@ -40,7 +41,7 @@ class Sampler:
     time_shift: float = 1.0
 
     def __post_init__(self) -> None:
-        lookup(SOLVERS, "solver", self.solver)
+        lookup({**SOLVERS, "scheduler": None}, "solver", self.solver)
         if self.steps < 1 or self.micro_batch_size < 1:
             raise ConfigurationError(
                 f"sampler steps and micro_batch_size must be >= 1, got {self.steps}, {self.micro_batch_size}"
@@ -85,6 +86,12 @@ class Sampler:
         at least one). ``x0_at`` asks for the x0-predictions at the grid points nearest to those times.
         Rows are processed in micro-batches; the result does not depend on the micro-batch size.
         """
+        if self.solver == "scheduler":
+            from lightning_search.sampling.scheduler import sample_with_scheduler
+
+            return sample_with_scheduler(
+                self, backbone, noise, cond, t_start=t_start, t_end=t_end, steps=steps, x0_at=x0_at, null_cond=null_cond
+            )
         if steps is None:
             steps = max(1, round(self.steps * (t_start - t_end)))
         grid = time_grid(t_start, t_end, steps, self.time_shift)
