@@ -189,8 +189,12 @@ def load_open_clip(
         folder = Path(model.removeprefix("local-dir:"))
         if not folder.is_dir():
             raise CheckpointError(f"open_clip folder {str(folder)!r} does not exist; {how_local}")
+        # open_clip only warns when the folder has a config but no weights: a verifier must not run random
+        kwargs["require_pretrained"] = True
+        pretrained = None  # the folder holds the weights (open_clip ignores pretrained= with a schema)
     elif model.startswith("hf-hub:"):
-        pass
+        kwargs["require_pretrained"] = True
+        pretrained = None
     else:
         if model not in open_clip.list_models():
             raise ConfigurationError(

@@ -105,7 +105,8 @@ class PickScoreVerifier(Verifier):
                 raise missing_weights_error(f"the PickScore model {model!r}", how, err) from err
             self.tokenizer = proc.tokenizer
             ip = proc.image_processor
-            crop = ip.crop_size["height"] if isinstance(ip.crop_size, dict) else int(ip.crop_size)
+            # crop_size is a dict or a SizeDict (transformers 5), both indexable by "height"
+            crop = int(ip.crop_size) if isinstance(ip.crop_size, int) else int(ip.crop_size["height"])
             self.preprocess = Preprocess(
                 size=crop,
                 mean=tuple(ip.image_mean or OPENAI_CLIP_MEAN),

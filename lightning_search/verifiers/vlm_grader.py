@@ -16,6 +16,7 @@ never in an exception message and not in the module's repr. Only the standard li
 from __future__ import annotations
 
 import base64
+import http.client
 import io
 import json
 import logging
@@ -226,7 +227,7 @@ class VLMGraderVerifier(Verifier):
                     break
             except _BadAnswer as err:
                 problem = f"malformed answer: {err}"
-            except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as err:
+            except (OSError, http.client.HTTPException) as err:  # URLError, timeouts, refused/reset connections
                 reason = getattr(err, "reason", err)
                 problem = f"{type(reason).__name__}: {reason}" if str(reason) else type(reason).__name__
             except (json.JSONDecodeError, UnicodeDecodeError):

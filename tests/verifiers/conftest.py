@@ -87,4 +87,21 @@ def image_reward() -> ImageRewardVerifier:
     return ImageRewardVerifier(model="tiny")
 
 
-TEXT_TO_IMAGE = ["clip_score", "aesthetic", "pickscore", "hps", "image_reward"]
+@pytest.fixture(scope="session")
+def tiny_open_clip_dir(tmp_path_factory, clip_score):
+    """The tiny CLIP saved as an open_clip ``local-dir:`` folder (config + safetensors weights)."""
+    import json
+
+    import open_clip
+    from safetensors.torch import save_file
+
+    folder = tmp_path_factory.mktemp("open_clip")
+    model_cfg = {
+        "embed_dim": 16,
+        "vision_cfg": {"layers": 2, "width": 32, "head_width": 16, "patch_size": 8, "image_size": 32},
+        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
+    }
+    config = {"model_cfg": model_cfg, "preprocess_cfg": open_clip.get_model_preprocess_cfg(clip_score.clip)}
+    (folder / "open_clip_config.json").write_text(json.dumps(config, default=list))
+    save_file(clip_score.clip.state_dict(), folder / "open_clip_model.safetensors")
+    return folder

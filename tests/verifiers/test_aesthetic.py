@@ -50,3 +50,12 @@ def test_head_loads_from_file_and_folder(tmp_path):
 def test_missing_weights_raise_checkpoint_error():
     with pytest.raises(CheckpointError, match="ViT-L-14"):
         AestheticVerifier()
+
+
+def test_real_loading_path_from_local_files(tmp_path, tiny_open_clip_dir, aesthetic, images32, prompts):
+    """CLIP from an open_clip folder and the head from a weights-only file, as a user offline would pass them."""
+    torch.save(aesthetic.head.state_dict(), tmp_path / "sac+logos+ava1-l14-linearMSE.pth")
+    loaded = AestheticVerifier(
+        clip_model=f"local-dir:{tiny_open_clip_dir}", head=str(tmp_path / "sac+logos+ava1-l14-linearMSE.pth")
+    )
+    torch.testing.assert_close(loaded(images32, prompts), aesthetic(images32, prompts))

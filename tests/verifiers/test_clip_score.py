@@ -55,3 +55,17 @@ def test_follows_dtype(images32, prompts, clip_normalize):
 def test_missing_weights_raise_checkpoint_error():
     with pytest.raises(CheckpointError, match="ViT-L-14"):
         ClipScoreVerifier()
+
+
+def test_loads_from_a_local_open_clip_folder(tiny_open_clip_dir, clip_score, images32, prompts):
+    """The real loading code (open_clip's local-dir: schema), offline, with the tiny weights."""
+    loaded = ClipScoreVerifier(model=f"local-dir:{tiny_open_clip_dir}")
+    torch.testing.assert_close(loaded(images32, prompts), clip_score(images32, prompts))
+    with pytest.raises(CheckpointError, match="does not exist"):
+        ClipScoreVerifier(model=f"local-dir:{tiny_open_clip_dir / 'missing'}")
+
+
+def test_folder_without_weights_is_refused(tmp_path, tiny_open_clip_dir):
+    (tmp_path / "open_clip_config.json").write_text((tiny_open_clip_dir / "open_clip_config.json").read_text())
+    with pytest.raises(CheckpointError, match="local-dir"):  # open_clip alone would warn and run random weights
+        ClipScoreVerifier(model=f"local-dir:{tmp_path}")

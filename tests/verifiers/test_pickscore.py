@@ -34,3 +34,15 @@ def test_tokenizer_gives_clip_ids(pickscore):
 def test_missing_weights_raise_checkpoint_error():
     with pytest.raises(CheckpointError, match="laion/CLIP-ViT-H-14"):
         PickScoreVerifier()
+
+
+def test_loads_from_local_folders(tmp_path, pickscore, images32, prompts):
+    """The real loading code (CLIPModel / AutoProcessor.from_pretrained), offline, with the tiny weights."""
+    from transformers import CLIPImageProcessor, CLIPProcessor
+
+    image_processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    CLIPProcessor(image_processor=image_processor, tokenizer=pickscore.tokenizer).save_pretrained(tmp_path / "proc")
+    pickscore.clip.save_pretrained(tmp_path / "model")
+    loaded = PickScoreVerifier(model=str(tmp_path / "model"), processor=str(tmp_path / "proc"))
+    assert loaded.preprocess.size == 32
+    torch.testing.assert_close(loaded(images32, prompts), pickscore(images32, prompts))

@@ -8,7 +8,7 @@ import torch
 from lightning_search.errors import LightningSearchError, UnknownNameError
 from lightning_search.verifiers import VERIFIERS, EnsembleVerifier, build_verifier
 
-from .conftest import TEXT_TO_IMAGE
+TEXT_TO_IMAGE = ["clip_score", "aesthetic", "pickscore", "hps", "image_reward"]  # fixtures of conftest.py
 
 
 def test_unknown_name_lists_valid_ones():
