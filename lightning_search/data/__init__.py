@@ -1,12 +1,18 @@
-"""LightningDataModules: the digits default, conditions to predict for."""
+"""LightningDataModules: the digits default, prompt sets, class labels, conditions to predict for."""
 
+from lightning_search.data.classes import ClassConditionDataModule
 from lightning_search.data.conditions import ConditionDataModule, ConditionDataset, collate_conditions
 from lightning_search.data.digits import DigitsDataModule, digits_splits, reference_images
+from lightning_search.data.prompts import BUILTIN_PROMPT_SETS, PromptDataModule, builtin_prompts
 
 __all__ = [
+    "BUILTIN_PROMPT_SETS",
+    "ClassConditionDataModule",
     "ConditionDataModule",
     "ConditionDataset",
     "DigitsDataModule",
+    "PromptDataModule",
+    "builtin_prompts",
     "collate_conditions",
     "digits_splits",
     "reference_images",
