@@ -122,7 +122,10 @@ class DiffusionModule(LightningModule):
             self.backbone, self.sampler, self.verifiers.get(search.verifier) if search.verifier else None, search.seed
         )
         result = self.search_algorithm().run(ctx, conditions, sample_ids)
-        evaluations = {name: v(result.images, conditions).cpu() for name, v in self.verifiers.items()}
+        # a verifier that needs the trajectory's x0-prediction (self-supervised) scores only inside search
+        evaluations = {
+            name: v(result.images, conditions).cpu() for name, v in self.verifiers.items() if v.x0_time is None
+        }
         flops = self.gflops(conditions[0])
         search_flops = flops.get(search.verifier, 0.0) if search.verifier else 0.0
         elapsed = time.perf_counter() - start

@@ -9,12 +9,23 @@ from lightning_search.backbones.base import (
     cond_where,
 )
 from lightning_search.backbones.digits import DIGITS_SIZES, DigitsBackbone
+from lightning_search.backbones.dit import DiTBackbone
+from lightning_search.backbones.flux import FluxBackbone
+from lightning_search.backbones.pipeline import PipelineBackbone
+from lightning_search.backbones.pixart import PixArtBackbone
 from lightning_search.backbones.schedules import FlowSchedule, Schedule, VPSchedule
+from lightning_search.backbones.stable_diffusion import StableDiffusionBackbone, StableDiffusionXLBackbone
 
 __all__ = [
     "DIGITS_SIZES",
     "Backbone",
+    "DiTBackbone",
     "DigitsBackbone",
+    "FluxBackbone",
+    "PipelineBackbone",
+    "PixArtBackbone",
+    "StableDiffusionBackbone",
+    "StableDiffusionXLBackbone",
     "FlowSchedule",
     "Schedule",
     "VPSchedule",
