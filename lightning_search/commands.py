@@ -74,16 +74,41 @@ def sweep(argv: list[str]) -> None:
             metrics = run_point(spec["predict_config"], folder, [str(a) for a in point.get("args", [])])
         metrics.update(name=point["name"], group=point.get("group", point["name"]))
         points.append(metrics)
-    write_report(out, scaling_rows(points), title=spec.get("title", "Scaling sweep"))
+    grid = spec.get("grid")
+    if grid:
+        write_side_by_side(out / "grid.png", [out / grid["left"], out / grid["right"]])
+    write_report(out, scaling_rows(points), title=spec.get("title", "Scaling sweep"), grid=grid)
 
 
-def write_report(out: Path, rows: list[dict[str, Any]], title: str) -> None:
+def write_side_by_side(path: Path, run_dirs: list[Path]) -> None:
+    """grid.png: the same sample ids (same seeds) of several runs, side by side."""
+    from lightning_search.reporting.grid import save_comparison_grid
+    from lightning_search.reporting.io import load_run_images, read_records
+
+    records = [read_records(run) for run in run_dirs]
+    common = set.intersection(*({r["sample_id"] for r in recs} for recs in records))
+    panels = []
+    for run, recs in zip(run_dirs, records):
+        recs = [r for r in recs if r["sample_id"] in common]
+        panels.append((run.name, load_run_images(run, recs), [r["condition"] for r in recs]))
+    save_comparison_grid(path, panels)
+
+
+def write_report(out: Path, rows: list[dict[str, Any]], title: str, grid: dict | None = None) -> None:
     """scaling.csv, scaling.png and report.md of a sweep folder."""
+    from lightning_search.reporting.findings import findings_markdown
+
     out.mkdir(parents=True, exist_ok=True)
     write_scaling_csv(out / "scaling.csv", rows)
     plot_scaling(out / "scaling.png", rows)
     score_columns = sorted({k for r in rows for k in r if k.startswith("score/")})
-    text = [f"# {title}", "", "![scaling](scaling.png)", "", markdown_table(rows, REPORT_COLUMNS + score_columns)]
+    text = [f"# {title}", "", "![scaling](scaling.png)", ""]
+    findings = findings_markdown(rows)
+    if findings:
+        text += ["## The paper's findings on this run", "", findings, ""]
+    if grid:
+        text += [f"Same seeds, left: `{grid['left']}`, right: `{grid['right']}`", "", "![grid](grid.png)", ""]
+    text += ["## All points", "", markdown_table(rows, REPORT_COLUMNS + score_columns)]
     atomic_write_text(out / "report.md", "\n".join(text) + "\n")
     rank_zero_info(f"wrote {out}/scaling.csv, scaling.png, report.md")
 

@@ -56,10 +56,22 @@ class DiffusionModule(LightningModule):
         """Set the search algorithm and the verifiers (the search one and held-out evaluation ones)."""
         self.search_config = search or SearchConfig()
         self.verifiers = dict(verifiers or {})
+        for verifier in self.verifiers.values():
+            verifier.resolve_members(self.verifiers)  # an ensemble may name other verifiers of the run
         name = self.search_config.verifier
         if name is not None and name not in self.verifiers:
             raise UnknownNameError("verifier", name, self.verifiers)
-        self.search_algorithm()  # fail now, not at the first batch
+        algorithm = self.search_algorithm()  # fail now, not at the first batch
+        budget = self.search_config.budget
+        if budget is not None:
+            need = algorithm.nfe_per_sample(self.sampler, self.backbone.prediction_type)
+            if need > budget:
+                raise ConfigurationError(
+                    f"search {self.search_config.algorithm!r} as configured needs {need} NFEs per sample "
+                    f"({self.sampler.nfe(prediction_type=self.backbone.prediction_type)} per full sample with "
+                    f"{self.sampler.solver} x {self.sampler.steps} steps), more than --search.budget {budget}; "
+                    "lower num_candidates / iterations / branches or raise the budget"
+                )
 
     def search_algorithm(self) -> SearchAlgorithm:
         return build_search(self.search_config)
@@ -101,15 +113,31 @@ class DiffusionModule(LightningModule):
             verifier.to(self.device).eval()
 
     def gflops(self, condition: Any) -> dict[str, float]:
-        """GFLOPs per NFE of the backbone and per scored image of each verifier, measured once."""
+        """GFLOPs per NFE of the backbone and per image scored by the search verifier, measured once.
+
+        Held-out evaluation verifiers are not search compute and are neither counted nor called here (a VLM
+        grader's FLOPs are not ours to count).
+        """
         if self._gflops is None:
-            image_shape = self.backbone.decode(torch.zeros(1, *self.backbone.latent_shape, device=self.device)).shape[
-                1:
-            ]
-            self._gflops = {"backbone": backbone_gflops(self.backbone, condition)}
-            for name, verifier in self.verifiers.items():
-                self._gflops[name] = verifier_gflops(verifier, image_shape, condition)
+            self._gflops = {"backbone": backbone_gflops(self.backbone, condition), "verifier": 0.0}
+            verifier = self.verifiers.get(self.search_config.verifier) if self.search_config.verifier else None
+            if verifier is not None and any(True for _ in verifier.parameters()):
+                latent = torch.zeros(1, *self.backbone.latent_shape, device=self.device)
+                image_shape = self.backbone.decode(latent).shape[1:]
+                self._gflops["verifier"] = verifier_gflops(verifier, image_shape, condition)
         return self._gflops
+
+    def evaluate(self, images: torch.Tensor, conditions: list[Any]) -> dict[str, torch.Tensor]:
+        """Every verifier that can score a final image on its own scores the chosen samples (held-out
+        evaluation, the paper's Table 2). Skipped: verifiers needing the trajectory's x0-prediction
+        (self-supervised: they score inside search) and rank-based ones (an ensemble's mean rank over a batch
+        means nothing; its members are reported instead)."""
+        out = {}
+        for name, verifier in self.verifiers.items():
+            if verifier.x0_time is not None or getattr(verifier, "rank_based", False):
+                continue
+            out[name] = verifier(images, conditions).cpu()
+        return out
 
     @override
     @torch.no_grad()
@@ -122,12 +150,8 @@ class DiffusionModule(LightningModule):
             self.backbone, self.sampler, self.verifiers.get(search.verifier) if search.verifier else None, search.seed
         )
         result = self.search_algorithm().run(ctx, conditions, sample_ids)
-        # a verifier that needs the trajectory's x0-prediction (self-supervised) scores only inside search
-        evaluations = {
-            name: v(result.images, conditions).cpu() for name, v in self.verifiers.items() if v.x0_time is None
-        }
+        evaluations = self.evaluate(result.images, conditions)
         flops = self.gflops(conditions[0])
-        search_flops = flops.get(search.verifier, 0.0) if search.verifier else 0.0
         elapsed = time.perf_counter() - start
         return {
             "sample_id": sample_ids,
@@ -136,6 +160,6 @@ class DiffusionModule(LightningModule):
             "result": result,
             "evaluations": evaluations,
             "gflops": (result.nfe * flops["backbone"]).tolist(),
-            "verifier_gflops": (result.verifier_calls * search_flops).tolist(),
+            "verifier_gflops": (result.verifier_calls * flops["verifier"]).tolist(),
             "wall_time": elapsed / len(sample_ids),
         }

@@ -60,7 +60,8 @@ class SampleQuality(nn.Module):
         n_real = real_images.shape[0]
         self.fid = FrechetInceptionDistance(feature=features, normalize=True)
         self.kid = KernelInceptionDistance(feature=features, normalize=True, subset_size=min(kid_subset_size, n_real))
-        self.inception = InceptionScore(feature=logits, normalize=True, splits=inception_splits)
+        # normalize=False: InceptionScore would otherwise truncate floats to uint8 even for a custom model
+        self.inception = InceptionScore(feature=logits, normalize=False, splits=inception_splits)
         self.pr = PrecisionRecall(features)
         self.classifier, self.kid_subset_size = classifier, kid_subset_size
         self.register_buffer("correct", torch.zeros((), dtype=torch.long), persistent=False)

@@ -42,3 +42,29 @@ def save_condition_grid(
     blank = torch.ones_like(images[0])
     cells = torch.stack([images[i] if i >= 0 else blank for i in index])
     atomic_write_bytes(path, image_to_png_bytes(image_grid(cells, nrow=width)))
+
+
+def save_comparison_grid(
+    path: str | Path,
+    panels: Sequence[tuple[str, torch.Tensor, Sequence]],
+    per_condition: int = 8,
+    max_conditions: int = 10,
+) -> None:
+    """Side-by-side grids of several runs over the same sample ids (same seeds), one panel per run.
+
+    panels: (label, images (N, C, H, W), conditions) in the same sample order for every run. The labels
+    go to the caption written next to the file by the caller (PNG holds pixels only).
+    """
+    grids = []
+    for _, images, conditions in panels:
+        index = rows_by_condition(conditions, per_condition, max_conditions)
+        width = min(per_condition, len(index))
+        blank = torch.ones_like(images[0])
+        grids.append(image_grid(torch.stack([images[i] if i >= 0 else blank for i in index]), nrow=width))
+    height = max(g.shape[1] for g in grids)
+    gap = torch.zeros(grids[0].shape[0], height, 12)
+    parts = []
+    for g in grids:
+        padded = F.pad(g, (0, 0, 0, height - g.shape[1]), value=1.0)
+        parts += [padded, gap]
+    atomic_write_bytes(path, image_to_png_bytes(torch.cat(parts[:-1], dim=2)))

@@ -24,6 +24,7 @@ class SearchConfig:
         path_forward: delta_f, how far forward (noisier) each re-noising goes.
         path_backward: delta_b > delta_f, how far back each path then integrates.
         seed: global seed of every noise; with the sample id, round and candidate it fixes each noise.
+        budget: optional cap on NFEs per sample; a configuration that would spend more is rejected.
         candidate_sharding: split one sample's candidates across ranks and all-gather the scores.
     """
 
@@ -38,6 +39,7 @@ class SearchConfig:
     path_forward: float = 0.1
     path_backward: float = 0.2
     seed: int = 0
+    budget: int | None = None
     candidate_sharding: bool = False
 
 

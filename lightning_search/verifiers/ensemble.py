@@ -53,6 +53,8 @@ class EnsembleVerifier(Verifier):
         normalize: divide ranks by the set size (score in (0, 1]) instead of raw ranks (score in [1, n]).
     """
 
+    rank_based = True  # its scores are ranks within a candidate set, not comparable across sets
+
     def __init__(
         self,
         verifiers: Mapping[str, Verifier | str] | Sequence[Verifier | str],
