@@ -21,7 +21,13 @@ def test_short_digits_fit_through_the_cli(tmp_path):
 
 def test_predict_from_a_checkpoint_writes_records_metrics_and_grid(tmp_path, digits_setup):
     recipe = patched_recipe("digits/sample.yaml", tmp_path, digits_setup)
-    args = ["predict", "--config", str(recipe), "--data.init_args.samples_per_class=3", "--trainer.enable_progress_bar=false"]
+    args = [
+        "predict",
+        "--config",
+        str(recipe),
+        "--data.init_args.samples_per_class=3",
+        "--trainer.enable_progress_bar=false",
+    ]
     main(args)
     run = tmp_path / "runs/digits/sample"
     records = [json.loads(line) for line in (run / "predictions/records.jsonl").read_text().splitlines()]
@@ -43,7 +49,9 @@ def test_random_search_flags(tmp_path, digits_setup):
     recipe = patched_recipe("digits/sample.yaml", tmp_path, digits_setup)
     main(["predict", "--config", str(recipe), "--data.init_args.samples_per_class=2", "--trainer.enable_progress_bar=false",
           "--search.algorithm=random", "--search.num_candidates=4", "--search.verifier=classifier"])  # fmt: skip
-    records = [json.loads(x) for x in (tmp_path / "runs/digits/sample/predictions/records.jsonl").read_text().splitlines()]
+    records = [
+        json.loads(x) for x in (tmp_path / "runs/digits/sample/predictions/records.jsonl").read_text().splitlines()
+    ]
     assert all(r["nfe"] == 40 and len(r["candidate_seeds"]) == 4 and r["verifier"] == "classifier" for r in records)
     assert all(r["score"] == pytest.approx(r["scores"]["classifier"], abs=1e-4) for r in records)
 

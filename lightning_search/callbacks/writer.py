@@ -80,7 +80,7 @@ class PredictionWriter(BasePredictionWriter):
         lines = []
         for i, sample_id in enumerate(prediction["sample_id"]):
             image_name = f"images/{sample_id:06d}.png"
-            atomic_write_bytes(folder / image_name, image_to_png_bytes(prediction["images"][i]))
+            atomic_write_bytes(folder / image_name, image_to_png_bytes(prediction["images"][i]), fsync=False)
             record = {
                 "sample_id": sample_id,
                 "condition": prediction["condition"][i],
