@@ -71,7 +71,9 @@ class ClassifierModule(LightningModule):
         super().__init__()
         self.save_hyperparameters(ignore=["optimizer"])
         self.net = lookup(CLASSIFIERS, "classifier architecture", arch)(num_classes)
-        self.optimizer = optimizer
+        from lightning_search.module import plain_callable
+
+        self.optimizer = plain_callable(optimizer)
 
     @override
     def forward(self, images: torch.Tensor) -> torch.Tensor:

@@ -73,6 +73,13 @@ class LightningSearchCLI(LightningCLI):
         if hasattr(self.model, "configure_search"):
             self.model.configure_search(init.get("search"), init.get("verifiers"))
 
+    @override
+    def before_instantiate_classes(self) -> None:
+        config = self._config()
+        if config.get("search") is not None and config.search.candidate_sharding:
+            # every rank must see every sample: its candidates, not its samples, are split across ranks
+            config.trainer.use_distributed_sampler = False
+
     def before_fit(self) -> None:
         self._check_ckpt_path()
 

@@ -49,9 +49,14 @@ class PredictionWriter(BasePredictionWriter):
         if stage != "predict":
             return
         folder = self.predictions_dir(trainer)
-        if not self.resume and trainer.is_global_zero:
-            for path in folder.glob("records*.jsonl"):
-                path.unlink()
+        if trainer.is_global_zero:
+            if not self.resume:
+                for path in folder.glob("records*.jsonl"):
+                    path.unlink()
+            elif any(folder.glob("records.rank*.jsonl")):
+                # a killed run leaves shards, maybe with a half-written last line: fold them into the merged
+                # file first, so that this run appends to clean shards
+                self._merge_files(folder)
         trainer.strategy.barrier()
         done = {int(r["sample_id"]) for r in read_records(self.run_dir(trainer))} if self.resume else set()
         self.skipped = len(done)
@@ -62,6 +67,12 @@ class PredictionWriter(BasePredictionWriter):
 
     def _shard(self, trainer: Trainer) -> Path:
         return self.predictions_dir(trainer) / f"records.rank{trainer.global_rank}.jsonl"
+
+    @staticmethod
+    def _writes_on(trainer: Trainer, pl_module: LightningModule) -> bool:
+        """With candidate sharding every rank holds every sample: rank 0 alone writes."""
+        sharded = getattr(getattr(pl_module, "search_config", None), "candidate_sharding", False)
+        return trainer.is_global_zero or not sharded
 
     @override
     def write_on_batch_end(
@@ -74,6 +85,8 @@ class PredictionWriter(BasePredictionWriter):
         batch_idx: int,
         dataloader_idx: int,
     ) -> None:
+        if not self._writes_on(trainer, pl_module):
+            return
         folder = self.predictions_dir(trainer)
         result = prediction["result"]
         search = getattr(pl_module, "search_config", None)
@@ -110,14 +123,17 @@ class PredictionWriter(BasePredictionWriter):
     def merge(self, trainer: Trainer) -> Path:
         """Merge every shard (and an earlier merged file) into one sorted, de-duplicated records.jsonl."""
         folder = self.predictions_dir(trainer)
-        merged = folder / "records.jsonl"
         if trainer.is_global_zero:
-            records = read_records(self.run_dir(trainer))
-            atomic_write_text(merged, "".join(json.dumps(r) + "\n" for r in records))
-            for shard in folder.glob("records.rank*.jsonl"):
-                shard.unlink()
+            self._merge_files(folder)
         trainer.strategy.barrier()
-        return merged
+        return folder / "records.jsonl"
+
+    @staticmethod
+    def _merge_files(folder: Path) -> None:
+        records = read_records(folder.parent)
+        atomic_write_text(folder / "records.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+        for shard in folder.glob("records.rank*.jsonl"):
+            shard.unlink()
 
     @override
     def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:

@@ -58,11 +58,15 @@ class SampleQuality(nn.Module):
         super().__init__()
         features, logits = ClassifierFeatures(classifier, "features"), ClassifierFeatures(classifier, "logits")
         n_real = real_images.shape[0]
-        self.fid = FrechetInceptionDistance(feature=features, normalize=True)
-        self.kid = KernelInceptionDistance(feature=features, normalize=True, subset_size=min(kid_subset_size, n_real))
+        # sync_on_compute=False: a run's metrics are computed by one process from the merged outputs
+        local = {"sync_on_compute": False}
+        self.fid = FrechetInceptionDistance(feature=features, normalize=True, **local)
+        self.kid = KernelInceptionDistance(
+            feature=features, normalize=True, subset_size=min(kid_subset_size, n_real), **local
+        )
         # normalize=False: InceptionScore would otherwise truncate floats to uint8 even for a custom model
-        self.inception = InceptionScore(feature=logits, normalize=False, splits=inception_splits)
-        self.pr = PrecisionRecall(features)
+        self.inception = InceptionScore(feature=logits, normalize=False, splits=inception_splits, **local)
+        self.pr = PrecisionRecall(features, **local)
         self.classifier, self.kid_subset_size = classifier, kid_subset_size
         self.register_buffer("correct", torch.zeros((), dtype=torch.long), persistent=False)
         self.register_buffer("total", torch.zeros((), dtype=torch.long), persistent=False)

@@ -4,7 +4,7 @@ NaN-safe selection, exact NFE bookkeeping and a per-sample trace."""
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +52,12 @@ class SearchContext:
     verifier: Verifier | None
     seed: int = 0
     candidate_steps: int | None = None
+    # candidate sharding: this rank evaluates candidates rank, rank + world_size, ... of every sample and the
+    # per-rank winners are all-gathered (LightningModule.all_gather), so every rank picks the same one
+    shard_candidates: bool = False
+    rank: int = 0
+    world_size: int = 1
+    all_gather: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     def __post_init__(self) -> None:
         self.device = next(self.backbone.parameters()).device
@@ -67,6 +73,42 @@ class SearchContext:
         flat = [s for row in seeds for s in row]
         noise = seeded_noise(flat, self.backbone.latent_shape, self.device, self.dtype)
         return noise.view(len(seeds), -1, *self.backbone.latent_shape)
+
+    def local_candidates(self, num: int) -> list[int]:
+        """The global candidate indices this rank evaluates (all of them unless candidates are sharded)."""
+        if not self.shard_candidates or self.world_size == 1:
+            return list(range(num))
+        return list(range(self.rank, num, self.world_size))
+
+    def pick_best(
+        self, scores: torch.Tensor, candidates: Sequence[int], tensors: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """The best candidate of each sample: (global index (B,), score (B,), {name: chosen row (B, ...)}).
+
+        scores: (B, n_local) for the global candidate indices ``candidates``; tensors: (B, n_local, ...).
+        Ties go to the lowest global index, as ``argmax`` does in one process, so sharded and unsharded
+        runs choose the same candidate. NaN scores were already turned into -inf.
+        """
+        b = scores.shape[0]
+        index = torch.tensor(list(candidates), device=scores.device, dtype=torch.long)
+        if len(candidates) == 0:  # more ranks than candidates: this rank contributes nothing
+            best_score = torch.full((b,), float("-inf"), device=scores.device)
+            best_index = torch.full((b,), torch.iinfo(torch.long).max, device=scores.device)
+            chosen = {k: torch.zeros(b, *v.shape[2:], device=v.device, dtype=v.dtype) for k, v in tensors.items()}
+        else:
+            local = scores.argmax(dim=1)
+            best_score, best_index = gather_rows(scores, local), index[local]
+            chosen = {k: gather_rows(v, local) for k, v in tensors.items()}
+        if not self.shard_candidates or self.world_size == 1:
+            return best_index, best_score, chosen
+        all_scores = self.all_gather(best_score)  # (W, B)
+        all_index = self.all_gather(best_index)
+        top = all_scores.max(dim=0).values
+        masked = torch.where(all_scores == top, all_index, torch.iinfo(torch.long).max)
+        winner_rank = masked.argmin(dim=0)  # (B,)
+        rows = torch.arange(b, device=scores.device)
+        chosen = {k: self.all_gather(v)[winner_rank, rows] for k, v in chosen.items()}
+        return all_index[winner_rank, rows], top, chosen
 
     # -- evaluation ---------------------------------------------------------------------------------------
     def encode(self, conditions: Sequence[Any]):
@@ -139,6 +181,7 @@ class SearchAlgorithm(ABC):
     """Spends a budget of NFEs on initial noises through a sampler and a verifier."""
 
     needs_verifier: bool = True
+    supports_candidate_sharding: bool = False
 
     @abstractmethod
     def run(self, ctx: SearchContext, conditions: Sequence[Any], sample_ids: Sequence[int]) -> SearchResult:

@@ -14,10 +14,12 @@ import torch
 
 from lightning_search.errors import ConfigurationError
 from lightning_search.sampling.sampler import Sampler
-from lightning_search.search.base import SearchAlgorithm, SearchContext, SearchResult, gather_rows
+from lightning_search.search.base import SearchAlgorithm, SearchContext, SearchResult
 
 
 class RandomSearch(SearchAlgorithm):
+    supports_candidate_sharding = True
+
     """Best of ``num_candidates`` initial noises.
 
     Args:
@@ -41,30 +43,37 @@ class RandomSearch(SearchAlgorithm):
 
     def run(self, ctx: SearchContext, conditions: Sequence[Any], sample_ids: Sequence[int]) -> SearchResult:
         seeds = ctx.seeds(sample_ids, 0, self.num_candidates)
+        mine = ctx.local_candidates(self.num_candidates)  # all of them unless sharded across ranks
         cond = ctx.encode(conditions)
-        noise = ctx.noise(seeds)
+        noise = ctx.noise([[row[c] for c in mine] for row in seeds]) if mine else None
         redenoise = self._redenoise(ctx.sampler)
-        x0, images, scores, nfe = ctx.sample_and_score(
-            noise, cond, conditions, self.candidate_steps if redenoise else None
-        )
-        best = scores.argmax(dim=1)
+        steps = self.candidate_steps if redenoise else None
+        b = len(sample_ids)
+        if noise is not None:
+            x0, images, scores, _ = ctx.sample_and_score(noise, cond, conditions, steps)
+        else:
+            shape = (b, 0, *ctx.backbone.latent_shape)
+            x0 = images = torch.zeros(shape, device=ctx.device)
+            scores = torch.zeros(b, 0, device=ctx.device)
+        best, score, chosen_rows = ctx.pick_best(scores, mine, {"x0": x0, "images": images})
+        nfe = self.num_candidates * ctx.sampler.nfe(steps, prediction_type=ctx.backbone.prediction_type)
         calls = self.num_candidates
+        best_seeds = [seeds[i][int(c)] for i, c in enumerate(best)]
+        trace = [[float(s)] for s in score]  # the search round: the best candidate's score
         if redenoise:
-            x0, images, final_scores, final_nfe = ctx.sample_and_score(
-                gather_rows(noise, best)[:, None], cond, conditions, None
-            )
+            winner = ctx.noise([[s] for s in best_seeds])  # the winner's noise, redrawn from its seed
+            x0, images, final_scores, final_nfe = ctx.sample_and_score(winner, cond, conditions, None)
             x0, images, score = x0[:, 0], images[:, 0], final_scores[:, 0]
             nfe, calls = nfe + final_nfe, calls + 1
         else:
-            x0, images, score = gather_rows(x0, best), gather_rows(images, best), gather_rows(scores, best)
-        b = len(sample_ids)
+            x0, images = chosen_rows["x0"], chosen_rows["images"]
         return SearchResult(
             x0=x0,
             images=images,
             score=score.cpu(),
             nfe=torch.full((b,), nfe),
             verifier_calls=torch.full((b,), calls),
-            chosen=[{"round": 0, "candidate": int(c), "seed": seeds[i][int(c)]} for i, c in enumerate(best)],
+            chosen=[{"round": 0, "candidate": int(c), "seed": best_seeds[i]} for i, c in enumerate(best)],
             candidate_seeds=seeds,
-            trace=[[float(s)] for s in scores.max(dim=1).values],
+            trace=trace,
         )
