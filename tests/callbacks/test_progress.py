@@ -1,0 +1,14 @@
+from lightning_search.callbacks import SearchProgressBar
+from lightning_search.cli import LightningSearchCLI
+from tests.conftest import patched_recipe
+
+
+def test_progress_bar_counts_samples_and_nfe_against_the_budget(tmp_path, digits_setup):
+    recipe = patched_recipe("digits/search.yaml", tmp_path, digits_setup)
+    cli = LightningSearchCLI(args=["predict", "--config", str(recipe), "--data.init_args.samples_per_class=2",
+                                   "--data.init_args.predict_batch_size=8", "--search.num_candidates=3"])  # fmt: skip
+    bar = cli.trainer.progress_bar_callback
+    assert isinstance(bar, SearchProgressBar)
+    # 20 samples in batches of 8; random search with 3 candidates of 10 NFE: 30 NFE each, 600 in all
+    assert bar.history[0] == {"samples": "8/20", "NFE": "240/600"}
+    assert bar.history[-1] == {"samples": "20/20", "NFE": "600/600"}
