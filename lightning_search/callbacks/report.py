@@ -10,7 +10,7 @@ from lightning_search.callbacks.writer import PredictionWriter
 from lightning_search.errors import ConfigurationError
 from lightning_search.reporting.grid import save_condition_grid
 from lightning_search.reporting.io import load_run_images, read_records
-from lightning_search.reporting.run_metrics import compute_run_metrics
+from lightning_search.reporting.run_metrics import compute_run_metrics, write_verifier_table
 
 
 class RunReport(Callback):
@@ -67,5 +67,7 @@ class RunReport(Callback):
                 self.grid_per_condition,
                 self.grid_conditions,
             )
+        if metrics.get("verifier_scores"):
+            write_verifier_table(run_dir / "verifiers.md", metrics)
         shown = {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}
         rank_zero_info(f"wrote {run_dir}/metrics.json: {shown}")

@@ -54,3 +54,27 @@ def compute_run_metrics(
     metrics.update(extra or {})
     atomic_write_text(Path(run_dir) / "metrics.json", json.dumps(json_safe(metrics), indent=2) + "\n")
     return metrics
+
+
+def write_verifier_table(path: str | Path, metrics: dict[str, Any]) -> None:
+    """The run's mean score under every verifier (the search one marked), as a markdown table."""
+    search = metrics.get("verifier")
+    rows = [
+        f"| {name}{' (search)' if name == search else ''} | {value:.4f} |"
+        for name, value in sorted(metrics["verifier_scores"].items())
+        if value is not None
+    ]
+    header = [
+        f"# Mean verifier scores: {metrics.get('num_samples')} samples, search {metrics.get('algorithm')!r}",
+        "",
+        f"NFE per sample {metrics.get('nfe')}; search verifier {search!r}"
+        + (
+            f" (its own mean over the chosen samples: {metrics['search_score']:.4f})"
+            if metrics.get("search_score") is not None
+            else ""
+        ),
+        "",
+        "| verifier | mean score |",
+        "|---|---|",
+    ]
+    atomic_write_text(path, "\n".join(header + rows) + "\n")
