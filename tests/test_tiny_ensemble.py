@@ -12,7 +12,7 @@ from tests.conftest import REPO
 def test_drawbench_ensemble_recipe_writes_the_per_verifier_table(tmp_path):
     run = tmp_path / "run"
     main(["predict", "--config", str(REPO / "recipes/tiny/drawbench_ensemble.yaml"), f"--trainer.default_root_dir={run}",
-          "--data.init_args.limit=3", "--search.num_candidates=2", "--trainer.enable_progress_bar=false"])  # fmt: skip
+          "--data.init_args.limit=3", "--search.num_candidates=2"])  # fmt: skip
     records = [json.loads(x) for x in (run / "predictions/records.jsonl").read_text().splitlines()]
     assert len(records) == 3 and all(r["verifier"] == "ensemble" for r in records)
     members = {"clip_score", "aesthetic", "pickscore", "hps", "image_reward"}
