@@ -26,7 +26,6 @@ def test_predict_from_a_checkpoint_writes_records_metrics_and_grid(tmp_path, dig
         "--config",
         str(recipe),
         "--data.init_args.samples_per_class=3",
-        "--trainer.enable_progress_bar=false",
     ]
     main(args)
     run = tmp_path / "runs/digits/sample"
@@ -47,7 +46,7 @@ def test_predict_from_a_checkpoint_writes_records_metrics_and_grid(tmp_path, dig
 
 def test_random_search_flags(tmp_path, digits_setup):
     recipe = patched_recipe("digits/sample.yaml", tmp_path, digits_setup)
-    main(["predict", "--config", str(recipe), "--data.init_args.samples_per_class=2", "--trainer.enable_progress_bar=false",
+    main(["predict", "--config", str(recipe), "--data.init_args.samples_per_class=2",
           "--search.algorithm=random", "--search.num_candidates=4", "--search.verifier=classifier"])  # fmt: skip
     records = [
         json.loads(x) for x in (tmp_path / "runs/digits/sample/predictions/records.jsonl").read_text().splitlines()

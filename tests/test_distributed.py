@@ -24,7 +24,7 @@ def read(run):
 
 def predict(recipe, run, *extra):
     main(["predict", "--config", str(recipe), f"--trainer.default_root_dir={run}",
-          "--trainer.enable_progress_bar=false", "--data.init_args.samples_per_class=3",
+          "--data.init_args.samples_per_class=3",
           "--data.init_args.predict_batch_size=4", *extra])  # fmt: skip
     return read(run)
 
@@ -87,8 +87,7 @@ def test_ddp_fit_through_the_cli_with_the_ddp_config(tmp_path):
 
 def test_a_killed_predict_resumes_without_loss_or_duplicates(tmp_path, digits_setup):
     recipe = patched_recipe("digits/search.yaml", tmp_path, digits_setup)
-    common = ["--data.init_args.samples_per_class=8", "--data.init_args.predict_batch_size=2", *SEARCH,
-              "--trainer.enable_progress_bar=false"]  # fmt: skip
+    common = ["--data.init_args.samples_per_class=8", "--data.init_args.predict_batch_size=2", *SEARCH]
     reference = tmp_path / "reference"
     main(["predict", "--config", str(recipe), f"--trainer.default_root_dir={reference}", *common])
     run = tmp_path / "killed"
