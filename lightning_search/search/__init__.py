@@ -4,9 +4,11 @@ from collections.abc import Callable
 
 from lightning_search.search.base import SearchAlgorithm, SearchContext, SearchResult, nan_safe
 from lightning_search.search.config import SearchConfig, build_search
+from lightning_search.search.gradient import GradientSearch
 from lightning_search.search.none import NoSearch
 from lightning_search.search.paths import PathSearch
 from lightning_search.search.random import RandomSearch
+from lightning_search.search.smc import SMCSearch
 from lightning_search.search.zero_order import ZeroOrderSearch
 
 ALGORITHMS: dict[str, Callable[[SearchConfig], SearchAlgorithm]] = {
@@ -14,13 +16,25 @@ ALGORITHMS: dict[str, Callable[[SearchConfig], SearchAlgorithm]] = {
     "random": lambda c: RandomSearch(c.num_candidates, c.candidate_steps),
     "zero_order": lambda c: ZeroOrderSearch(c.num_candidates, c.iterations, c.step_size, c.candidate_steps),
     "paths": lambda c: PathSearch(c.num_candidates, c.branches, c.path_start, c.path_forward, c.path_backward),
+    "smc": lambda c: SMCSearch(
+        c.num_candidates,
+        c.smc_times,
+        c.smc_potential,
+        c.smc_lambda,
+        c.smc_resampling,
+        c.smc_ess_threshold,
+        c.smc_renoise,
+    ),
+    "gradient": lambda c: GradientSearch(c.iterations, c.step_size, c.candidate_steps),
 }
 
 __all__ = [
     "ALGORITHMS",
+    "GradientSearch",
     "NoSearch",
     "PathSearch",
     "RandomSearch",
+    "SMCSearch",
     "ZeroOrderSearch",
     "SearchAlgorithm",
     "SearchConfig",

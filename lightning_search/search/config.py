@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from lightning_search.errors import ConfigurationError, lookup
 from lightning_search.search.base import SearchAlgorithm
@@ -13,16 +13,25 @@ class SearchConfig:
     """Inference-time search settings (``lightning-search predict --search.algorithm random ...``).
 
     Args:
-        algorithm: none, random, zero_order or paths (see ``lightning_search.search.ALGORITHMS``).
+        algorithm: none, random, zero_order, paths, smc or gradient (see ``lightning_search.search.ALGORITHMS``).
         verifier: name of the verifier that guides search, a key of the run's ``verifiers``.
-        num_candidates: N: noises per sample (random), neighbours per iteration (zero_order), paths (paths).
-        candidate_steps: solver steps for each candidate (None: the sampler's full steps).
-        iterations: K, zero-order iterations.
-        step_size: lambda, zero-order neighbourhood size (0 < lambda < 1).
+        num_candidates: N: noises per sample (random), neighbours per iteration (zero_order), paths (paths),
+            particles (smc).
+        candidate_steps: solver steps for each candidate (None: the sampler's full steps); for gradient, the
+            steps of the differentiable sampler the gradient flows through.
+        iterations: K, zero-order iterations; gradient steps (gradient).
+        step_size: lambda, zero-order neighbourhood size (0 < lambda < 1); gradient step length relative to
+            the noise's norm (0 < lambda <= 1).
         branches: M, re-noisings per path (paths).
         path_start: time at which search over paths starts branching.
         path_forward: delta_f, how far forward (noisier) each re-noising goes.
         path_backward: delta_b > delta_f, how far back each path then integrates.
+        smc_times: times in (0, 1) at which smc scores its particles' x0-predictions and resamples them.
+        smc_potential: difference, max or sum: how scores along a particle's ancestry become its potential.
+        smc_lambda: inverse temperature of the smc weights exp(lambda * potential).
+        smc_resampling: multinomial or systematic.
+        smc_ess_threshold: resample only when the effective sample size < threshold x particles (1: always).
+        smc_renoise: how far forward in t smc re-noises its particles after resampling (0: no re-noising).
         seed: global seed of every noise; with the sample id, round and candidate it fixes each noise.
         budget: optional cap on NFEs per sample; a configuration that would spend more is rejected.
         candidate_sharding: split one sample's candidates across ranks and all-gather the scores.
@@ -38,6 +47,12 @@ class SearchConfig:
     path_start: float = 0.8
     path_forward: float = 0.1
     path_backward: float = 0.2
+    smc_times: list[float] = field(default_factory=lambda: [0.6, 0.2])
+    smc_potential: str = "difference"
+    smc_lambda: float = 1.0
+    smc_resampling: str = "systematic"
+    smc_ess_threshold: float = 1.0
+    smc_renoise: float = 0.1
     seed: int = 0
     budget: int | None = None
     candidate_sharding: bool = False
