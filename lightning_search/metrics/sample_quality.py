@@ -1,4 +1,5 @@
-"""Sample quality on a classifier's features: FID, KID, IS (torchmetrics), k-NN precision/recall, accuracy.
+"""Sample quality on a classifier's features: FID, KID, IS (torchmetrics), k-NN precision/recall, accuracy,
+and diversity (mean pairwise feature distance within a class).
 
 For digits the classifier is the evaluator, trained on data the verifier never saw; FID/KID/precision/
 recall use its penultimate features, IS and accuracy its logits.
@@ -16,6 +17,7 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.inception import InceptionScore
 from torchmetrics.image.kid import KernelInceptionDistance
 
+from lightning_search.metrics.diversity import PairwiseDistance
 from lightning_search.metrics.precision_recall import PrecisionRecall
 
 
@@ -67,6 +69,7 @@ class SampleQuality(nn.Module):
         # normalize=False: InceptionScore would otherwise truncate floats to uint8 even for a custom model
         self.inception = InceptionScore(feature=logits, normalize=False, splits=inception_splits, **local)
         self.pr = PrecisionRecall(features, **local)
+        self.diversity = PairwiseDistance(features, **local)
         self.classifier, self.kid_subset_size = classifier, kid_subset_size
         self.register_buffer("correct", torch.zeros((), dtype=torch.long), persistent=False)
         self.register_buffer("total", torch.zeros((), dtype=torch.long), persistent=False)
@@ -90,6 +93,7 @@ class SampleQuality(nn.Module):
         self.kid.update(images, real=False)
         self.inception.update(images)
         self.pr.update(images, real=False)
+        self.diversity.update(images, labels)
         if labels is not None:
             labels = torch.as_tensor(labels, device=images.device)
             self.correct += (self.classifier(images).argmax(1) == labels).sum()
@@ -109,6 +113,7 @@ class SampleQuality(nn.Module):
             "inception_score": float(is_mean),
             "precision": float(pr["precision"]),
             "recall": float(pr["recall"]),
+            "pairwise_distance": float(self.diversity.compute()),
             "num_samples": int(n_fake),
         }
         if self.total > 0:
