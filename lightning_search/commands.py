@@ -77,7 +77,8 @@ def sweep(argv: list[str]) -> None:
     grid = spec.get("grid")
     if grid:
         write_side_by_side(out / "grid.png", [out / grid["left"], out / grid["right"]])
-    write_report(out, scaling_rows(points), title=spec.get("title", "Scaling sweep"), grid=grid)
+    title, hacking = spec.get("title", "Scaling sweep"), spec.get("diagnostics")
+    write_report(out, scaling_rows(points), title=title, grid=grid, diagnostics=hacking)
 
 
 def write_side_by_side(path: Path, run_dirs: list[Path]) -> None:
@@ -94,8 +95,12 @@ def write_side_by_side(path: Path, run_dirs: list[Path]) -> None:
     save_comparison_grid(path, panels)
 
 
-def write_report(out: Path, rows: list[dict[str, Any]], title: str, grid: dict | None = None) -> None:
-    """scaling.csv, scaling.png and report.md of a sweep folder."""
+def write_report(
+    out: Path, rows: list[dict[str, Any]], title: str, grid: dict | None = None, diagnostics: dict | None = None
+) -> None:
+    """scaling.csv, scaling.png and report.md of a sweep folder; ``diagnostics``: the verifier-hacking
+    thresholds and baseline (``reporting.diagnostics.HackingThresholds`` fields)."""
+    from lightning_search.reporting.diagnostics import HackingThresholds, diagnostics_markdown
     from lightning_search.reporting.findings import findings_markdown
 
     out.mkdir(parents=True, exist_ok=True)
@@ -106,6 +111,9 @@ def write_report(out: Path, rows: list[dict[str, Any]], title: str, grid: dict |
     findings = findings_markdown(rows)
     if findings:
         text += ["## The paper's findings on this run", "", findings, ""]
+    hacking = diagnostics_markdown(rows, HackingThresholds(**(diagnostics or {})))
+    if hacking:
+        text += ["## Verifier-hacking diagnostics", "", hacking, ""]
     if grid:
         text += [f"Same seeds, left: `{grid['left']}`, right: `{grid['right']}`", "", "![grid](grid.png)", ""]
     text += ["## All points", "", markdown_table(rows, REPORT_COLUMNS + score_columns)]
@@ -118,11 +126,12 @@ def report(argv: list[str]) -> None:
     parser = ArgumentParser(prog="lightning-search report", description=report.__doc__)
     parser.add_argument("sweep_dir", help="a folder written by `lightning-search sweep`")
     parser.add_argument("--title", default="Scaling sweep")
+    parser.add_argument("--baseline", default=None, help="the no-search point of the hacking diagnostics")
     cfg = parser.parse_args(argv)
     out = Path(cfg.sweep_dir)
     if not (out / "scaling.csv").is_file():
         raise ConfigurationError(f"{str(out)!r} holds no scaling.csv; run `lightning-search sweep` first")
-    write_report(out, read_scaling_csv(out / "scaling.csv"), cfg.title)
+    write_report(out, read_scaling_csv(out / "scaling.csv"), cfg.title, diagnostics={"baseline": cfg.baseline})
 
 
 def compare(argv: list[str]) -> None:

@@ -12,7 +12,7 @@ from lightning_search.reporting.io import atomic_write_bytes, atomic_write_text
 
 SCALING_COLUMNS = [
     "group", "name", "algorithm", "verifier", "nfe", "gflops", "inception_score", "fid", "kid", "precision",
-    "recall", "accuracy", "search_score", "wall_time_per_sample", "num_samples",
+    "recall", "pairwise_distance", "accuracy", "search_score", "wall_time_per_sample", "num_samples",
 ]  # fmt: skip
 
 CURVES = [("inception_score", "Inception score (evaluator)"), ("fid", "FID (evaluator features)"),
