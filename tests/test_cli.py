@@ -9,14 +9,19 @@ from lightning_search.cli import main
 from tests.conftest import patched_recipe
 
 
-def test_short_digits_fit_through_the_cli(tmp_path):
+def test_short_digits_fit_then_predict_from_its_checkpoint(tmp_path, digits_setup):
     recipe = patched_recipe("digits/fit.yaml", tmp_path)
-    main(["fit", "--config", str(recipe), "--trainer.max_steps=6", "--trainer.enable_progress_bar=false"])
+    main(["fit", "--config", str(recipe), "--trainer.max_steps=6", "--trainer.enable_progress_bar=false",
+          "--model.init_args.backbone.init_args.size=digits-xs"])  # fmt: skip
     ckpt = tmp_path / "runs/digits/generator/generator.ckpt"
     state = torch.load(ckpt, weights_only=True)
     # EMAWeightAveraging stores the averaged weights as the state dict, the raw ones beside them
     assert "current_model_state" in state
     assert any(k.startswith("backbone.net.") for k in state["state_dict"])
+    sample = patched_recipe("digits/sample.yaml", tmp_path, digits_setup)
+    main(["predict", "--config", str(sample), f"--ckpt_path={ckpt}", "--data.init_args.samples_per_class=1"])
+    records = (tmp_path / "runs/digits/sample/predictions/records.jsonl").read_text().splitlines()
+    assert len(records) == 10
 
 
 def test_predict_from_a_checkpoint_writes_records_metrics_and_grid(tmp_path, digits_setup):
