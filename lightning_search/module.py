@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import copy
+import functools
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -11,7 +15,16 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from typing_extensions import override
 
 from lightning_search.backbones.base import Backbone
-from lightning_search.errors import ConfigurationError, UnknownNameError
+from lightning_search.errors import CheckpointError, ConfigurationError, UnknownNameError
+from lightning_search.lora import (
+    AdapterDisabledReference,
+    LoraSettings,
+    add_lora,
+    as_lora_settings,
+    has_lora,
+    load_lora_adapter,
+    settings_dict,
+)
 from lightning_search.metrics.flops import backbone_gflops, verifier_gflops
 from lightning_search.objectives.base import Objective
 from lightning_search.objectives.denoising import DenoisingLoss
@@ -19,6 +32,18 @@ from lightning_search.sampling.sampler import Sampler
 from lightning_search.search.base import SearchAlgorithm, SearchContext
 from lightning_search.search.config import SearchConfig, build_search
 from lightning_search.verifiers.base import Verifier
+
+
+def plain_callable(fn: Callable | None) -> Callable | None:
+    """An optimizer / scheduler factory without jsonargparse's instantiator attached.
+
+    LightningCLI hands ``partial(call_without_instantiate_context, instantiator, AdamW, lr=...)``; the
+    instantiator reaches the CLI and the Trainer (thread locks), so deep copies of the module fail under DDP,
+    e.g. in EMAWeightAveraging's AveragedModel. The class and its arguments are all we need.
+    """
+    if isinstance(fn, functools.partial) and len(fn.args) == 2 and isinstance(fn.args[1], type):
+        return functools.partial(fn.args[1], **fn.keywords)
+    return fn
 
 
 class DiffusionModule(LightningModule):
@@ -30,6 +55,13 @@ class DiffusionModule(LightningModule):
         sampler: solver, steps, guidance scale used by validation samples and predict.
         optimizer: e.g. ``torch.optim.AdamW`` with its arguments (LightningCLI's ``--model.optimizer``).
         lr_scheduler: optional, stepped every optimizer step.
+        init_weights: a Lightning checkpoint (or ``.safetensors``) whose backbone weights are loaded before
+            anything else: the starting point of a fine-tune, or the base model under ``lora_path``.
+        lora: train LoRA adapters (peft) with these settings; only they are trainable. With an objective that
+            needs a reference (DPO), the reference is the same network with its adapters disabled.
+        lora_path: load a saved adapter (folder with ``pytorch_lora_weights.safetensors``) onto the backbone.
+        merge_lora: fold the loaded adapter into the weights (plain layers, base-model speed) instead of
+            keeping it as separate LoRA layers.
     """
 
     def __init__(
@@ -39,17 +71,49 @@ class DiffusionModule(LightningModule):
         sampler: Sampler | None = None,
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_scheduler: LRSchedulerCallable | None = None,
+        init_weights: str | None = None,
+        lora: LoraSettings | None = None,
+        lora_path: str | None = None,
+        merge_lora: bool = False,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["backbone", "objective", "optimizer", "lr_scheduler"])
+        self.save_hyperparameters(ignore=["backbone", "objective", "optimizer", "lr_scheduler", "lora"])
+        lora = as_lora_settings(lora)
+        self.hparams["lora"] = settings_dict(lora)  # a plain dict: checkpoints stay weights_only-loadable
+        if lora is not None and lora_path is not None:
+            raise ConfigurationError("give lora (train a new adapter) or lora_path (load one), not both")
+        if init_weights is not None:
+            load_backbone_weights(backbone, init_weights)
         self.backbone = backbone
         self.objective = objective if objective is not None else DenoisingLoss()
         self.sampler = sampler if sampler is not None else Sampler()
-        self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
+        self.optimizer, self.lr_scheduler = plain_callable(optimizer), plain_callable(lr_scheduler)
         self.search_config = SearchConfig()
         # Frozen scorers live outside the module's state: they are not trained and not checkpointed.
         self.verifiers: dict[str, Verifier] = {}
         self._gflops: dict[str, float] | None = None
+        # Reference model of objectives that need one (DPO): with LoRA, the adapters switched off; for a full
+        # fine-tune, a frozen copy of the starting weights, made once here and kept out of the state dict.
+        self.lora_metadata: dict[str, Any] | None = None
+        if lora is not None:
+            self.lora_metadata = add_lora(backbone, lora)
+        elif lora_path is not None:
+            self.lora_metadata = load_lora_adapter(backbone, lora_path, merge=merge_lora)
+        # a plain attribute, not a submodule: the copy is neither checkpointed nor seen by the optimizer
+        self.__dict__["_frozen_reference"] = (
+            frozen_copy(backbone) if self.objective.needs_reference and not has_lora(backbone) else None
+        )
+
+    def reference(self) -> Backbone | AdapterDisabledReference | None:
+        """The frozen reference model for the objective (None if it needs none)."""
+        if not self.objective.needs_reference:
+            return None
+        if self._frozen_reference is None:
+            return AdapterDisabledReference(self.backbone)
+        ref = self._frozen_reference
+        if next(ref.parameters()).device != self.device:
+            ref.to(self.device)
+        return ref
 
     # -- configuration ----------------------------------------------------------------------------------
     def configure_search(self, search: SearchConfig | None, verifiers: dict[str, Verifier] | None = None) -> None:
@@ -83,14 +147,14 @@ class DiffusionModule(LightningModule):
 
     @override
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss, logs = self.objective(self.backbone, batch)
-        self.log_dict({f"train/{k}": v for k, v in logs.items()}, prog_bar=True, batch_size=len(batch["image"]))
+        loss, logs = self.objective(self.backbone, batch, self.reference())
+        self.log_dict({f"train/{k}": v for k, v in logs.items()}, prog_bar=True, batch_size=len(batch["condition"]))
         return loss
 
     @override
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        loss, logs = self.objective(self.backbone, batch)
-        self.log_dict({f"val/{k}": v for k, v in logs.items()}, batch_size=len(batch["image"]))
+        loss, logs = self.objective(self.backbone, batch, self.reference())
+        self.log_dict({f"val/{k}": v for k, v in logs.items()}, batch_size=len(batch["condition"]))
 
     @override
     def configure_optimizers(self):
@@ -163,3 +227,39 @@ class DiffusionModule(LightningModule):
             "verifier_gflops": (result.verifier_calls * flops["verifier"]).tolist(),
             "wall_time": elapsed / len(sample_ids),
         }
+
+
+def load_backbone_weights(backbone: Backbone, path: str | Path) -> None:
+    """Backbone weights from a Lightning checkpoint (``backbone.*`` keys of its state dict, read with
+    ``weights_only=True``; EMA weights where the checkpoint holds them) or a ``.safetensors`` file."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise CheckpointError(
+            f"init_weights {str(path)!r} not found; train the base model first (e.g. `lightning-search fit "
+            "--config recipes/digits/fit.yaml`) or point to an existing .ckpt / .safetensors"
+        )
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True).get("state_dict", {})
+    if any(k.startswith("backbone.") for k in state):
+        state = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
+    if any("lora_" in k for k in state):
+        raise CheckpointError(
+            f"{str(path)!r} holds LoRA layers; start from the base checkpoint and pass the adapter as lora_path"
+        )
+    result = backbone.load_state_dict(state, strict=False)
+    if result.missing_keys:
+        raise CheckpointError(
+            f"{str(path)!r} does not fit {type(backbone).__name__}: {len(result.missing_keys)} weights missing "
+            f"(e.g. {result.missing_keys[:3]}); another model size?"
+        )
+
+
+def frozen_copy(backbone: Backbone) -> Backbone:
+    """A frozen eval-mode copy of the trainable part of ``backbone``: frozen parameters (text encoders, VAE)
+    are shared, not copied (deepcopy's memo maps them to themselves)."""
+    memo = {id(p): p for p in backbone.parameters() if not p.requires_grad}
+    return copy.deepcopy(backbone, memo).requires_grad_(False).eval()

@@ -1,0 +1,329 @@
+"""LoRA (Hu et al. 2022) through peft for every backbone, with adapters saved in diffusers' LoRA format.
+
+One path for every family: ``peft.inject_adapter_in_model`` on the backbone's denoising network (the UNet or
+transformer of a diffusers pipeline, ``net`` for digits), targets from ``backbone.lora_target_modules``. It is
+what diffusers' ``add_adapter`` does for the UNet and FLUX, and it also works for PixArt and DiT, whose models
+have no ``add_adapter`` (ENVIRONMENT.md). Only the LoRA matrices are trainable afterwards.
+
+The reference model of Diffusion-DPO is the same network with its adapters switched off
+(:func:`adapters_disabled`): no second copy in memory.
+
+Files: ``<dir>/pytorch_lora_weights.safetensors`` holds the PEFT state dict with the keys prefixed by the
+network's pipeline attribute (``unet.``, ``transformer.``; ``net.`` for digits) and the LoRA config as the
+``lora_adapter_metadata`` JSON in the safetensors header: exactly what ``StableDiffusionPipeline.save_lora_weights``
+and the FLUX / SDXL loaders write, so a plain diffusers pipeline reads it with ``pipe.load_lora_weights(dir)``
+(where the pipeline supports LoRA: SD, SDXL, FLUX), and :func:`load_lora_adapter` reads it back into a backbone,
+merged into the weights or not.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning import Callback, LightningModule, Trainer
+from lightning.pytorch.utilities import rank_zero_info
+from torch import nn
+from typing_extensions import override
+
+from lightning_search.backbones.base import Backbone
+from lightning_search.errors import CheckpointError, ConfigurationError
+
+ADAPTER_FILE = "pytorch_lora_weights.safetensors"
+METADATA_KEY = "lora_adapter_metadata"  # diffusers.loaders.lora_base.LORA_ADAPTER_METADATA_KEY
+ADAPTER_NAME = "default"
+
+
+@dataclass
+class LoraSettings:
+    """LoRA hyper-parameters (peft's ``LoraConfig``).
+
+    Args:
+        rank: r, the rank of the update ``B @ A``.
+        alpha: ``lora_alpha``; the update is scaled by alpha / rank (None: alpha = rank, scale 1).
+        dropout: ``lora_dropout`` on the adapter's input.
+        init: ``init_lora_weights``: True (Kaiming A, zero B), ``"gaussian"`` (as diffusers' training scripts),
+            or any of peft's initialisations (``"pissa"``, ``"olora"``, ...). B = 0 leaves the model unchanged.
+        target_modules: module names (suffixes) to adapt; None: the backbone's ``lora_target_modules``.
+    """
+
+    rank: int = 4
+    alpha: float | None = None
+    dropout: float = 0.0
+    init: bool | str = "gaussian"
+    target_modules: list[str] | None = None
+
+    def metadata(self, backbone: Backbone) -> dict[str, Any]:
+        """The ``LoraConfig`` kwargs, JSON-serialisable (what diffusers stores and rebuilds the config from)."""
+        targets = list(self.target_modules or backbone.lora_target_modules)
+        if not targets:
+            raise ConfigurationError(
+                f"{type(backbone).__name__} names no lora_target_modules; set lora.target_modules in the config"
+            )
+        if self.rank < 1:
+            raise ConfigurationError(f"LoRA rank must be >= 1, got {self.rank}")
+        return {
+            "r": int(self.rank),
+            "lora_alpha": float(self.alpha if self.alpha is not None else self.rank),
+            "lora_dropout": float(self.dropout),
+            "init_lora_weights": self.init,
+            "target_modules": targets,
+            "use_dora": False,
+        }
+
+
+def as_lora_settings(value: LoraSettings | dict | None) -> LoraSettings | None:
+    """A :class:`LoraSettings` from itself, a dict of its fields, or None."""
+    if value is None or isinstance(value, LoraSettings):
+        return value
+    return LoraSettings(**value)
+
+
+def denoiser(backbone: Backbone) -> tuple[str, nn.Module]:
+    """(key prefix, network) that LoRA adapts: a pipeline backbone's first component (``unet`` or
+    ``transformer``: the names diffusers' LoRA loaders use as key prefixes), ``net`` for digits."""
+    components = getattr(backbone, "components", ())
+    if components:
+        return components[0], getattr(backbone, components[0])
+    net = getattr(backbone, "net", None)
+    if isinstance(net, nn.Module):
+        return "net", net
+    raise ConfigurationError(
+        f"cannot find the denoising network of {type(backbone).__name__} for LoRA (expected a pipeline backbone's "
+        "first component or a `net` submodule)"
+    )
+
+
+def lora_layers(module: nn.Module) -> list[nn.Module]:
+    """The peft tuner layers inside ``module``."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    return [m for m in module.modules() if isinstance(m, BaseTunerLayer)]
+
+
+def has_lora(backbone: Backbone) -> bool:
+    return bool(lora_layers(denoiser(backbone)[1]))
+
+
+def _freeze_all_but_lora(backbone: Backbone) -> None:
+    backbone.requires_grad_(False)
+    for name, param in denoiser(backbone)[1].named_parameters():
+        if "lora_" in name:
+            param.requires_grad_(True)
+
+
+def add_lora(backbone: Backbone, settings: LoraSettings) -> dict[str, Any]:
+    """Inject fresh adapters into the backbone's network in place; freeze everything else.
+
+    -> the LoraConfig kwargs used (saved with the adapter).
+    """
+    from peft import LoraConfig, inject_adapter_in_model
+
+    if has_lora(backbone):
+        raise ConfigurationError("the backbone already has LoRA adapters; give either lora or lora_path, not both")
+    metadata = settings.metadata(backbone)
+    _, network = denoiser(backbone)
+    try:
+        inject_adapter_in_model(LoraConfig(**metadata), network, adapter_name=ADAPTER_NAME)
+    except ValueError as err:  # peft: "Target modules {...} not found in the base model"
+        raise ConfigurationError(
+            f"LoRA targets {metadata['target_modules']} do not match {type(backbone).__name__}'s network: {err}"
+        ) from err
+    _freeze_all_but_lora(backbone)
+    return metadata
+
+
+def lora_parameters(backbone: Backbone) -> list[tuple[str, nn.Parameter]]:
+    return [(n, p) for n, p in denoiser(backbone)[1].named_parameters() if "lora_" in n]
+
+
+@contextmanager
+def adapters_disabled(backbone: Backbone) -> Iterator[Backbone]:
+    """Run the backbone with its LoRA adapters switched off (the base model), then switch them back on.
+
+    peft's ``enable_adapters(False)`` also clears ``requires_grad`` of the adapters, and ``enable_adapters(True)``
+    sets it again on the active adapter, so a reference pass under ``torch.no_grad`` leaves training unchanged.
+    """
+    layers = lora_layers(denoiser(backbone)[1])
+    for layer in layers:
+        layer.enable_adapters(False)
+    try:
+        yield backbone
+    finally:
+        for layer in layers:
+            layer.enable_adapters(True)
+
+
+class AdapterDisabledReference:
+    """The reference model of DPO as the backbone itself with adapters disabled during each call.
+
+    A plain object (not an ``nn.Module``), so nothing is registered or copied: attribute reads (``schedule``,
+    ``prediction_type``, ``encode_images``, ...) go to the backbone, calls run under :func:`adapters_disabled`.
+    """
+
+    def __init__(self, backbone: Backbone) -> None:
+        self.backbone = backbone
+
+    def __call__(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        with adapters_disabled(self.backbone):
+            return self.backbone(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.backbone, name)
+
+
+def merge_lora(backbone: Backbone) -> None:
+    """Fold every adapter into its base weight (W + scale B A) and put the plain layer back in its place."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    _, network = denoiser(backbone)
+    tuned = [(name, m) for name, m in network.named_modules() if isinstance(m, BaseTunerLayer)]
+    for name, module in tuned:
+        module.merge()
+        parent_name, _, child = name.rpartition(".")
+        parent = network.get_submodule(parent_name) if parent_name else network
+        setattr(parent, child, module.get_base_layer())
+    if hasattr(network, "peft_config"):
+        del network.peft_config
+
+
+def lora_state_dict(backbone: Backbone) -> dict[str, torch.Tensor]:
+    """The adapters' weights in diffusers' file layout: ``{prefix}.{module}.lora_A.weight`` etc."""
+    from peft import get_peft_model_state_dict
+
+    prefix, network = denoiser(backbone)
+    if not lora_layers(network):
+        raise ConfigurationError("the backbone has no LoRA adapters to save (set `lora:` on the module)")
+    state = get_peft_model_state_dict(network, adapter_name=ADAPTER_NAME)
+    return {f"{prefix}.{k}": v.detach().contiguous().cpu() for k, v in state.items()}
+
+
+def save_lora_adapter(backbone: Backbone, directory: str | Path, metadata: dict[str, Any]) -> Path:
+    """Write ``directory/pytorch_lora_weights.safetensors`` (weights + config in the header) -> its path."""
+    from safetensors.torch import save_file
+
+    from lightning_search.reporting.io import atomic_write_bytes
+
+    prefix, _ = denoiser(backbone)
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    header = {
+        "format": "pt",
+        METADATA_KEY: json.dumps({f"{prefix}.{k}": v for k, v in metadata.items()}, indent=2, sort_keys=True),
+    }
+    path = directory / ADAPTER_FILE
+    tmp = directory / f".{ADAPTER_FILE}.tmp"
+    save_file(lora_state_dict(backbone), str(tmp), metadata=header)
+    atomic_write_bytes(path, tmp.read_bytes())
+    tmp.unlink()
+    return path
+
+
+def _adapter_file(path: str | Path) -> Path:
+    path = Path(path).expanduser()
+    file = path / ADAPTER_FILE if path.is_dir() else path
+    if not file.is_file():
+        raise CheckpointError(
+            f"no LoRA adapter at {str(path)!r} (expected a folder holding {ADAPTER_FILE} or the file itself); "
+            "train one with `lightning-search fit` and a `lora:` setting (SaveLoraAdapter writes the folder)"
+        )
+    return file
+
+
+def read_lora_adapter(path: str | Path, prefix: str) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
+    """(PEFT state dict of the ``prefix`` network without the prefix, LoraConfig kwargs or None) from a file."""
+    from safetensors import safe_open
+
+    file = _adapter_file(path)
+    with safe_open(str(file), framework="pt") as f:
+        header = f.metadata() or {}
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
+    ours = {k[len(prefix) + 1 :]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
+    if not ours:
+        found = sorted({k.split(".")[0] for k in tensors})
+        raise CheckpointError(
+            f"{str(file)!r} holds no LoRA weights for {prefix!r} (its keys start with {', '.join(found)}): "
+            "an adapter of another model family?"
+        )
+    if any(".lora.down." in k or ".lora_linear_layer." in k for k in ours):
+        from diffusers.utils import convert_unet_state_dict_to_peft  # older diffusers layout -> PEFT keys
+
+        ours = convert_unet_state_dict_to_peft(ours)
+    metadata = None
+    if header.get(METADATA_KEY):
+        packed = json.loads(header[METADATA_KEY])
+        metadata = {k[len(prefix) + 1 :]: v for k, v in packed.items() if k.startswith(prefix + ".")} or None
+    return ours, metadata
+
+
+def _infer_metadata(state: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """LoraConfig kwargs of a file without a header: the rank from lora_A, alpha = rank, every adapted module."""
+    targets = sorted({k.split(".lora_A.")[0] for k in state if ".lora_A." in k})
+    rank = next(v.shape[0] for k, v in state.items() if ".lora_A." in k)
+    return {"r": rank, "lora_alpha": rank, "target_modules": targets, "init_lora_weights": False}
+
+
+def load_lora_adapter(backbone: Backbone, path: str | Path, merge: bool = False) -> dict[str, Any]:
+    """Inject the adapter saved at ``path`` (folder or file) into the backbone, optionally merged -> its config."""
+    from peft import LoraConfig, inject_adapter_in_model, set_peft_model_state_dict
+
+    prefix, network = denoiser(backbone)
+    state, metadata = read_lora_adapter(path, prefix)
+    metadata = metadata or _infer_metadata(state)
+    config = LoraConfig(**{**metadata, "init_lora_weights": False})  # the weights come from the file
+    try:
+        inject_adapter_in_model(config, network, adapter_name=ADAPTER_NAME)
+    except ValueError as err:
+        raise CheckpointError(f"the adapter {str(path)!r} does not fit {type(backbone).__name__}: {err}") from err
+    try:
+        result = set_peft_model_state_dict(network, state, adapter_name=ADAPTER_NAME)
+    except RuntimeError as err:  # torch's size mismatch
+        raise CheckpointError(
+            f"the adapter {str(path)!r} does not match {type(backbone).__name__}'s network (trained on another "
+            f"model size?): {str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else err}"
+        ) from err
+    unexpected = [k for k in getattr(result, "unexpected_keys", []) if "lora_" in k]
+    missing = [k for k in getattr(result, "missing_keys", []) if "lora_" in k]
+    if unexpected or missing:
+        raise CheckpointError(
+            f"the adapter {str(path)!r} does not match {type(backbone).__name__}'s network: "
+            f"{len(missing)} LoRA weights missing (e.g. {missing[:2]}), {len(unexpected)} unexpected "
+            f"(e.g. {unexpected[:2]}); was it trained on another model size?"
+        )
+    if merge:
+        merge_lora(backbone)
+    else:
+        _freeze_all_but_lora(backbone)
+    return metadata
+
+
+class SaveLoraAdapter(Callback):
+    """Writes the LoRA adapter folder (``pytorch_lora_weights.safetensors``) when fit ends, on rank zero.
+
+    Args:
+        dirpath: the folder; a plain diffusers pipeline loads it with ``pipe.load_lora_weights(dirpath)``,
+            ``DiffusionModule(lora_path=dirpath)`` loads it for predict.
+    """
+
+    def __init__(self, dirpath: str) -> None:
+        self.dirpath = dirpath
+
+    @override
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.fast_dev_run or not trainer.is_global_zero:
+            return
+        metadata = getattr(pl_module, "lora_metadata", None)
+        if metadata is None:
+            raise ConfigurationError("SaveLoraAdapter needs a DiffusionModule trained with `lora:` settings")
+        path = save_lora_adapter(pl_module.backbone, self.dirpath, metadata)
+        rank_zero_info(f"wrote the LoRA adapter {path}")
+
+
+def settings_dict(settings: LoraSettings | None) -> dict[str, Any] | None:
+    """Plain-dict form (checkpoint hyper-parameters stay loadable with ``weights_only=True``)."""
+    return None if settings is None else asdict(settings)
