@@ -9,7 +9,7 @@ RUN := $(BIN)/lightning-search
 export HF_HUB_OFFLINE ?= 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test lint format install clean fit-digits bench
+.PHONY: demo demo-dpo test lint format install clean fit-digits bench
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,7 +28,16 @@ runs/digits/generator/generator.ckpt: | $(STAMP)
 
 fit-digits: runs/digits/verifier/classifier.ckpt runs/digits/evaluator/classifier.ckpt runs/digits/generator/generator.ckpt
 
-demo: fit-digits
+# Diffusion-DPO with LoRA on AI-feedback pairs, then base / DPO / base + search / DPO + search compared
+# (one thread: faster than two on small batches, see ENVIRONMENT.md)
+runs/digits/dpo/adapter/pytorch_lora_weights.safetensors: runs/digits/verifier/classifier.ckpt runs/digits/generator/generator.ckpt
+	rm -rf runs/digits/dpo/pairs  # pairs of an older generator
+	OMP_NUM_THREADS=1 $(RUN) fit --config recipes/digits/dpo.yaml
+demo-dpo: fit-digits runs/digits/dpo/adapter/pytorch_lora_weights.safetensors
+	OMP_NUM_THREADS=1 $(RUN) compare --config recipes/digits/dpo_compare.yaml --force true
+	@echo "demo-dpo outputs: runs/digits/dpo/compare/{report.md,report.html,bars.png,grid.png}, runs/digits/dpo/adapter/"
+
+demo: fit-digits demo-dpo
 	$(RUN) predict --config recipes/digits/sample.yaml
 	$(RUN) sweep --config recipes/digits/sweep.yaml
 	@echo "demo outputs: runs/digits/sample/{grid.png,metrics.json}, runs/digits/sweep/{scaling.csv,scaling.png,report.md}"

@@ -134,18 +134,62 @@ def report(argv: list[str]) -> None:
     write_report(out, read_scaling_csv(out / "scaling.csv"), cfg.title, diagnostics={"baseline": cfg.baseline})
 
 
+def _load_compare_spec(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigurationError(f"compare config {str(path)!r} not found")
+    spec = yaml.safe_load(path.read_text()) or {}
+    missing = {"predict_config", "output_dir", "runs"} - set(spec)
+    if missing:
+        raise ConfigurationError(f"compare config {str(path)!r} lacks {', '.join(sorted(missing))}")
+    names = [r["name"] for r in spec["runs"]]
+    if len(set(names)) != len(names):
+        raise ConfigurationError("compare run names must be unique")
+    return spec
+
+
 def compare(argv: list[str]) -> None:
-    """Compare run folders side by side (table of metrics and verifier scores)."""
+    """Compare runs: report.md and report.html (every verifier's mean score and every metric per run, the
+    paper's Table 3), bars.png, and grid.png with the same sample ids (same seeds) side by side.
+
+        lightning-search compare runs/base runs/dpo --output_dir runs/compare
+        lightning-search compare --config recipes/digits/dpo_compare.yaml
+
+    A compare config (predict_config, output_dir, runs: [{name, args}], title) first runs
+    `lightning-search predict --config <predict_config> <args>` into output_dir/<name> for every run whose
+    folder holds no metrics.json yet (all in this process), then compares them.
+    """
+    from lightning_search.reporting.compare import write_comparison
+
     parser = ArgumentParser(prog="lightning-search compare", description=compare.__doc__)
-    parser.add_argument("runs", type=list[str], help="run folders holding metrics.json")
-    parser.add_argument("--output_dir", default="runs/compare")
+    parser.add_argument("runs", type=str, nargs="*", default=[], help="run folders holding metrics.json")
+    parser.add_argument("--config", default=None, help="compare YAML: predict_config, output_dir, runs")
+    parser.add_argument("--output_dir", default=None, help="where the report goes (default: runs/compare)")
+    parser.add_argument("--names", type=list[str] | None, default=None, help="labels of the runs (default: folders)")
+    parser.add_argument("--title", default=None)
+    parser.add_argument("--force", type=bool, default=False, help="re-run the predicts of a compare config")
     cfg = parser.parse_args(argv)
-    rows = []
-    for run in cfg.runs:
-        path = Path(run) / "metrics.json"
-        if not path.is_file():
-            raise ConfigurationError(f"{str(run)!r} holds no metrics.json; run `lightning-search predict` into it")
-        metrics = json.loads(path.read_text())
-        metrics.update(name=Path(run).name, group=Path(run).name)
-        rows.append(metrics)
-    write_report(Path(cfg.output_dir), scaling_rows(rows), title="Comparison")
+    if cfg.config is None and not cfg.runs:
+        raise ConfigurationError("name run folders to compare, or --config a compare YAML")
+    run_dirs, names, title = [Path(r) for r in cfg.runs], cfg.names, cfg.title
+    out = Path(cfg.output_dir) if cfg.output_dir else None
+    if cfg.config is not None:
+        spec = _load_compare_spec(cfg.config)
+        out = out or Path(spec["output_dir"])
+        names = list(names or [r.name for r in run_dirs]) + [r["name"] for r in spec["runs"]]
+        for run in spec["runs"]:
+            folder = out / run["name"]
+            if cfg.force and folder.exists():
+                import shutil
+
+                shutil.rmtree(folder)
+            if not (folder / "metrics.json").is_file():
+                rank_zero_info(f"compare: predicting {run['name']}")
+                run_point(spec["predict_config"], folder, [str(a) for a in run.get("args", [])])
+            run_dirs.append(folder)
+        title = title or spec.get("title")
+    rows = write_comparison(out or Path("runs/compare"), run_dirs, names, title or "Comparison")
+    shown = {
+        r["name"]: {k: round(v, 3) for k, v in r.items() if k.startswith("score/") and v is not None} for r in rows
+    }
+    rank_zero_info(f"wrote {out or 'runs/compare'}/report.md, report.html: {shown}")

@@ -1,0 +1,197 @@
+"""Compare finished runs (e.g. base, DPO, base + search, DPO + search): the paper's Table 3 as report.md and
+report.html, a bar plot of every verifier and metric, and the same sample ids (same seeds) side by side.
+
+Every run folder holds ``metrics.json`` and ``predictions/`` (``records.jsonl`` + images), as written by
+``lightning-search predict`` with the PredictionWriter and RunReport callbacks.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from lightning_search.errors import ConfigurationError
+from lightning_search.reporting.io import atomic_write_bytes, atomic_write_text, read_records
+from lightning_search.reporting.scaling import _fmt, markdown_table
+
+# metrics of metrics.json shown after the verifier scores, with their direction (for the bar titles)
+METRICS = [("inception_score", "IS (evaluator)", "higher"), ("fid", "FID (evaluator features)", "lower"),
+           ("kid", "KID", "lower"), ("precision", "precision", "higher"), ("recall", "recall", "higher"),
+           ("accuracy", "class accuracy (evaluator)", "higher")]  # fmt: skip
+LEAD = ["name", "algorithm", "verifier", "nfe", "gflops", "num_samples"]
+
+
+def read_run(run_dir: str | Path, name: str | None = None) -> dict[str, Any]:
+    """One table row: the run's metrics.json flattened (verifier means as ``score/<verifier>``)."""
+    run_dir = Path(run_dir)
+    path = run_dir / "metrics.json"
+    if not path.is_file():
+        raise ConfigurationError(
+            f"{str(run_dir)!r} holds no metrics.json; run `lightning-search predict` into it (with the RunReport "
+            "callback) or list it in a compare config with its predict arguments"
+        )
+    metrics = json.loads(path.read_text())
+    row = {"name": name or run_dir.name, "run_dir": str(run_dir)}
+    row.update({k: metrics.get(k) for k in LEAD[1:]})
+    for verifier, value in sorted((metrics.get("verifier_scores") or {}).items()):
+        row[f"score/{verifier}"] = value
+    row["search_score"] = metrics.get("search_score")
+    row.update({key: metrics.get(key) for key, _, _ in METRICS})
+    return row
+
+
+def table_columns(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Lead columns, every verifier's mean score, then the metrics any run has."""
+    scores = sorted({k for r in rows for k in r if k.startswith("score/")})
+    metrics = [k for k, _, _ in METRICS if any(r.get(k) is not None for r in rows)]
+    return LEAD + scores + metrics
+
+
+def plot_bars(path: str | Path, rows: Sequence[dict[str, Any]]) -> None:
+    """One panel per verifier score and metric, one bar per run (matplotlib, Agg)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [(k, f"{k.removeprefix('score/')} (mean score)", "higher") for k in table_columns(rows)
+              if k.startswith("score/")]  # fmt: skip
+    panels += [(k, label, better) for k, label, better in METRICS if any(r.get(k) is not None for r in rows)]
+    if not panels:
+        raise ConfigurationError("the runs have no verifier scores or metrics to plot")
+    cols = min(4, len(panels))
+    nrows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(3.6 * cols, 3.2 * nrows), squeeze=False)
+    names = [str(r["name"]) for r in rows]
+    colours = [f"C{i}" for i in range(len(rows))]
+    for ax in axes.flat[len(panels) :]:
+        ax.axis("off")
+    for ax, (key, label, better) in zip(axes.flat, panels):
+        values = [r.get(key) if r.get(key) is not None else float("nan") for r in rows]
+        bars = ax.bar(range(len(rows)), values, color=colours)
+        ax.bar_label(bars, labels=[_fmt(v) if v == v else "-" for v in values], fontsize=7)
+        ax.set_xticks(range(len(rows)), names, rotation=30, ha="right", fontsize=8)
+        ax.set_title(f"{label}, {better} is better", fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def common_records(run_dirs: Sequence[Path]) -> list[list[dict]]:
+    """Each run's records restricted to the sample ids every run has (same ids = same seeds), in id order."""
+    records = [read_records(run) for run in run_dirs]
+    common = set.intersection(*({r["sample_id"] for r in recs} for recs in records)) if records else set()
+    if not common:
+        raise ConfigurationError("the runs share no sample ids; compare runs of the same conditions and seeds")
+    return [[r for r in recs if r["sample_id"] in common] for recs in records]
+
+
+def sample_ids_shown(records: list[dict], per_condition: int, max_conditions: int) -> list[int]:
+    """The first ``per_condition`` sample ids of each of the first ``max_conditions`` conditions."""
+    from lightning_search.reporting.grid import rows_by_condition
+
+    index = rows_by_condition([r["condition"] for r in records], per_condition, max_conditions)
+    return [records[i]["sample_id"] for i in index if i >= 0]
+
+
+def write_grid(path: Path, names: Sequence[str], run_dirs: Sequence[Path], per_condition: int, max_conditions: int):
+    from lightning_search.reporting.grid import save_comparison_grid
+    from lightning_search.reporting.io import load_run_images
+
+    panels = []
+    for name, run, recs in zip(names, run_dirs, common_records(run_dirs)):
+        panels.append((name, load_run_images(run, recs), [r["condition"] for r in recs]))
+    save_comparison_grid(path, panels, per_condition, max_conditions)
+
+
+def _html_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(r.get(c)))}</td>" for c in columns) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _html_samples(out: Path, names: Sequence[str], run_dirs: Sequence[Path], shown: int, max_conditions: int) -> str:
+    """One row per sample id, one column per run: the images side by side (paths relative to ``out``)."""
+    records = common_records(run_dirs)
+    ids = sample_ids_shown(records[0], shown, max_conditions)
+    by_id = [{r["sample_id"]: r for r in recs} for recs in records]
+    head = "<th>sample id</th><th>condition</th>" + "".join(f"<th>{html.escape(n)}</th>" for n in names)
+    lines = []
+    for sid in ids:
+        cells = []
+        for run, recs in zip(run_dirs, by_id):
+            record = recs[sid]
+            src = Path(os.path.relpath(Path(run) / "predictions" / record["image"], out)).as_posix()
+            scores = ", ".join(f"{k} {_fmt(v)}" for k, v in sorted((record.get("scores") or {}).items()))
+            cells.append(f'<td><img src="{html.escape(src)}" title="{html.escape(scores)}"><br>{scores}</td>')
+        condition = html.escape(str(by_id[0][sid]["condition"]))
+        lines.append(f"<tr><td>{sid}</td><td>{condition}</td>{''.join(cells)}</tr>")
+    return f"<table class=samples><thead><tr>{head}</tr></thead><tbody>{''.join(lines)}</tbody></table>"
+
+
+STYLE = """body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin:1em 0}
+td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px;text-align:right}
+.samples img{width:64px;image-rendering:pixelated}.samples td{text-align:center;font-size:10px}"""
+
+
+def write_comparison(
+    out: str | Path,
+    run_dirs: Sequence[str | Path],
+    names: Sequence[str] | None = None,
+    title: str = "Comparison",
+    per_condition: int = 8,
+    max_conditions: int = 10,
+    html_samples_per_condition: int = 2,
+) -> list[dict[str, Any]]:
+    """Write ``report.md``, ``report.html``, ``bars.png`` and ``grid.png`` into ``out`` -> the table rows."""
+    out = Path(out)
+    run_dirs = [Path(r) for r in run_dirs]
+    names = list(names) if names else [r.name for r in run_dirs]
+    if len(names) != len(run_dirs):
+        raise ConfigurationError(f"{len(names)} names for {len(run_dirs)} runs")
+    if len(set(names)) != len(names):
+        raise ConfigurationError(f"run names must be unique, got {names}; pass --names")
+    rows = [read_run(run, name) for run, name in zip(run_dirs, names)]
+    columns = table_columns(rows)
+    out.mkdir(parents=True, exist_ok=True)
+    plot_bars(out / "bars.png", rows)
+    write_grid(out / "grid.png", names, run_dirs, per_condition, max_conditions)
+    panels = ", ".join(f"`{n}`" for n in names)
+    text = [
+        f"# {title}",
+        "",
+        "Mean score of every verifier and the evaluation metrics per run (the paper's Table 3); same sample ids "
+        "and seeds in every run.",
+        "",
+        markdown_table(rows, columns),
+        "",
+        "![bars](bars.png)",
+        "",
+        f"Same conditions and seeds, left to right: {panels}",
+        "",
+        "![grid](grid.png)",
+        "",
+        "Images side by side, sample by sample: [report.html](report.html)",
+    ]
+    atomic_write_text(out / "report.md", "\n".join(text) + "\n")
+    page = [
+        f"<!doctype html><html><head><meta charset=utf-8><title>{html.escape(title)}</title>",
+        f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>",
+        _html_table(rows, columns),
+        '<h2>Scores and metrics</h2><img src="bars.png" alt="bar plot">',
+        f"<h2>Same conditions and seeds</h2><p>left to right: {html.escape(', '.join(names))}</p>",
+        '<img src="grid.png" alt="comparison grid">',
+        "<h2>Sample by sample</h2>",
+        _html_samples(out, names, run_dirs, html_samples_per_condition, max_conditions),
+        "</body></html>",
+    ]
+    atomic_write_text(out / "report.html", "\n".join(page) + "\n")
+    return rows

@@ -1,0 +1,81 @@
+"""`lightning-search compare`: predicts the runs of a compare config, then report.md / report.html with every
+verifier's mean score and metric per run, a bar plot and the same seeds side by side."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from lightning_search import DiffusionModule
+from lightning_search.backbones import DigitsBackbone
+from lightning_search.errors import ConfigurationError
+from lightning_search.lora import lora_parameters, save_lora_adapter
+from lightning_search.reporting.io import read_records
+from tests.conftest import patched_recipe
+
+
+@pytest.fixture(scope="module")
+def compared(tmp_path_factory, digits_setup):
+    tmp = tmp_path_factory.mktemp("compare")
+    module = DiffusionModule(DigitsBackbone("digits-xs"), lora={"rank": 2}, init_weights=str(digits_setup.generator))
+    with torch.no_grad():
+        for _, p in lora_parameters(module.backbone):
+            p.normal_(0, 0.05, generator=torch.Generator().manual_seed(0))
+    save_lora_adapter(module.backbone, tmp / "adapter", module.lora_metadata)
+    predict = patched_recipe("digits/dpo_predict.yaml", tmp, digits_setup)
+    spec = yaml.safe_load((Path(__file__).parents[1] / "recipes/digits/dpo_compare.yaml").read_text())
+    spec.update(predict_config=str(predict), output_dir=str(tmp / "out"))
+    for run in spec["runs"]:
+        run["args"] = [a.replace("runs/digits/dpo/adapter", str(tmp / "adapter")) for a in run["args"]]
+        run["args"] += ["--data.init_args.samples_per_class=2", "--data.init_args.classes=[3,7]"]
+    (tmp / "compare.yaml").write_text(yaml.safe_dump(spec))
+    from lightning_search.cli import main
+
+    main(["compare", "--config", str(tmp / "compare.yaml")])
+    return tmp / "out", [r["name"] for r in spec["runs"]]
+
+
+def test_compare_config_predicts_every_run_then_reports(compared):
+    out, names = compared
+    metrics = {n: json.loads((out / n / "metrics.json").read_text()) for n in names}
+    assert [metrics[n]["nfe"] for n in names] == [10, 10, 40, 40]  # the searched runs share one budget
+    base, dpo = read_records(out / "base"), read_records(out / "dpo")
+    assert [r["seed"] for r in base] == [r["seed"] for r in dpo]  # same ids, same noises ...
+    assert base[0]["scores"]["classifier"] != dpo[0]["scores"]["classifier"]  # ... another model
+    report = (out / "report.md").read_text()
+    lines = {line.split("|")[1].strip(): line for line in report.splitlines() if line.startswith("| ")}
+    header = [c.strip() for c in lines["name"].split("|")[1:-1]]
+    for name in names:
+        cells = dict(zip(header, [c.strip() for c in lines[name].split("|")[1:-1]]))
+        for verifier, value in metrics[name]["verifier_scores"].items():
+            assert float(cells[f"score/{verifier}"]) == pytest.approx(value, abs=0.006)
+        assert float(cells["inception_score"]) == pytest.approx(metrics[name]["inception_score"], abs=0.006)
+    for image in ("bars.png", "grid.png"):
+        assert (out / image).stat().st_size > 1000 and f"]({image})" in report
+
+
+def test_html_page_shows_the_same_samples_side_by_side_with_relative_paths(compared):
+    out, names = compared
+    page = (out / "report.html").read_text()
+    sources = re.findall(r'<img src="([^"]+)"', page)
+    samples = [s for s in sources if s.endswith(".png") and "/" in s]
+    assert samples and all(not s.startswith("/") and (out / s).is_file() for s in sources)
+    assert len(samples) % len(names) == 0 and {s.split("/")[0] for s in samples} == set(names)
+
+
+def test_run_folders_as_arguments_and_bad_input(compared, tmp_path):
+    from lightning_search.commands import compare
+
+    out, names = compared
+    compare([str(out / "base"), str(out / "dpo+search"), "--output_dir", str(tmp_path), "--names=[b,d]"])
+    report = (tmp_path / "report.md").read_text()
+    assert "| b |" in report and "| d |" in report
+    with pytest.raises(ConfigurationError, match="metrics.json"):
+        compare([str(out / "base"), str(tmp_path / "nothing"), "--output_dir", str(tmp_path)])
+    with pytest.raises(ConfigurationError, match="run folders"):
+        compare([])
