@@ -210,10 +210,23 @@ class DiffusionModule(LightningModule):
         start = time.perf_counter()
         conditions, sample_ids = batch["condition"], batch["sample_id"].tolist()
         search = self.search_config
+        algorithm = self.search_algorithm()
+        world_size = self.trainer.world_size if self._trainer is not None else 1
+        if search.candidate_sharding and world_size > 1 and not algorithm.supports_candidate_sharding:
+            raise ConfigurationError(
+                f"--search.candidate_sharding is implemented for random search, not {search.algorithm!r}"
+            )
         ctx = SearchContext(
-            self.backbone, self.sampler, self.verifiers.get(search.verifier) if search.verifier else None, search.seed
+            self.backbone,
+            self.sampler,
+            self.verifiers.get(search.verifier) if search.verifier else None,
+            search.seed,
+            shard_candidates=search.candidate_sharding,
+            rank=self.global_rank,
+            world_size=world_size,
+            all_gather=self.all_gather,
         )
-        result = self.search_algorithm().run(ctx, conditions, sample_ids)
+        result = algorithm.run(ctx, conditions, sample_ids)
         evaluations = self.evaluate(result.images, conditions)
         flops = self.gflops(conditions[0])
         elapsed = time.perf_counter() - start
