@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import torch
 
@@ -47,9 +47,6 @@ class Sampler:
                 f"sampler steps and micro_batch_size must be >= 1, got {self.steps}, {self.micro_batch_size}"
             )
 
-    def with_steps(self, steps: int) -> Sampler:
-        return replace(self, steps=steps)
-
     @property
     def guided(self) -> bool:
         return self.guidance_scale != 1.0
@@ -62,11 +59,6 @@ class Sampler:
         if self.solver == "heun" and t_end <= 0 and prediction_type != "velocity":
             evals -= 1
         return evals * (2 if self.guided else 1)
-
-    def steps_for_nfe(self, nfe: int) -> int:
-        """The number of steps whose cost is closest to (and not above) ``nfe`` per sample."""
-        per_step = (2 if self.solver == "heun" else 1) * (2 if self.guided else 1)
-        return max(1, nfe // per_step)
 
     def sample(
         self,
