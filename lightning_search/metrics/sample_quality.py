@@ -103,7 +103,9 @@ class SampleQuality(nn.Module):
     def compute(self) -> dict[str, float]:
         n_fake = len(self.inception.features) and sum(f.shape[0] for f in self.inception.features)
         self.kid.subset_size = min(self.kid_subset_size, n_fake, self.real_images.shape[0])
-        kid_mean, kid_std = self.kid.compute()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)  # KID draws random subsets from the global generator: fix them, same images same KID
+            kid_mean, kid_std = self.kid.compute()
         is_mean, is_std = self.inception.compute()
         pr = self.pr.compute()
         out = {

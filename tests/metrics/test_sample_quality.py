@@ -39,3 +39,13 @@ def test_accuracy_and_inception_score_by_hand(evaluator):
     assert out["inception_score"] == pytest.approx(inception, rel=1e-4)
     assert out["accuracy"] == pytest.approx(accuracy)
     assert out["fid"] >= 0
+
+
+def test_same_images_give_the_same_kid(evaluator):
+    images, labels = digits_splits()["generator"]
+    values = []
+    for _ in range(2):
+        quality = SampleQuality(evaluator, reference_images(), kid_subset_size=50)
+        quality.update(torch.from_numpy(images[:300]), labels[:300].tolist())
+        values.append(quality.compute()["kid"])
+    assert values[0] == values[1]
