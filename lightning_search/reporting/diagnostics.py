@@ -72,6 +72,8 @@ def find_baseline(rows: list[Row], name: str | None = None) -> Row | None:
 def diagnose(rows: list[Row], thresholds: HackingThresholds | None = None) -> list[Diagnosis]:
     """A :class:`Diagnosis` for each searched row (algorithm other than ``none``), in the rows' order."""
     t = thresholds or HackingThresholds()
+    if not any(r.get("algorithm") not in (None, "none") for r in rows):
+        return ""  # nothing was searched: nothing to diagnose
     base = find_baseline(rows, t.baseline)
     if base is None:
         return []
@@ -120,6 +122,8 @@ def _fmt(v: float | None, relative: bool = False) -> str:
 def diagnostics_markdown(rows: list[Row], thresholds: HackingThresholds | None = None) -> str:
     """The report's section: warning lines for flagged points, then a table of every searched point."""
     t = thresholds or HackingThresholds()
+    if not any(r.get("algorithm") not in (None, "none") for r in rows):
+        return ""  # nothing was searched: nothing to diagnose
     base = find_baseline(rows, t.baseline)
     if base is None:
         return (
