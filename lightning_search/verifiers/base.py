@@ -42,10 +42,16 @@ class Verifier(nn.Module, ABC):
     ) -> torch.Tensor:
         """Validate, then :meth:`score`. ``groups`` (B,) ids the candidate set of each image (search passes it;
         rank-based verifiers such as the ensemble rank within a group; others ignore it)."""
+        self.check_inputs(images, conditions, groups)
+        return self.score(images, conditions, x0_images).float()
+
+    def check_inputs(self, images: torch.Tensor, conditions: Sequence[Any], groups: torch.Tensor | None = None) -> None:
+        """Reject a batch this verifier cannot score, with a message saying what was expected."""
         check_images(images, self.channels, type(self).__name__)
         if len(conditions) != images.shape[0]:
             raise LightningSearchError(f"{images.shape[0]} images but {len(conditions)} conditions")
-        return self.score(images, conditions, x0_images).float()
+        if groups is not None and groups.shape != (images.shape[0],):
+            raise LightningSearchError(f"groups must have shape ({images.shape[0]},), got {tuple(groups.shape)}")
 
 
 def check_images(images: torch.Tensor, channels: int | None, who: str = "verifier") -> None:

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from lightning_search.errors import ConfigurationError, LightningSearchError, UnknownNameError
-from lightning_search.verifiers.base import Verifier, check_images
+from lightning_search.verifiers.base import Verifier
 
 
 def group_ranks(scores: torch.Tensor, groups: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -144,11 +144,7 @@ class EnsembleVerifier(Verifier):
         x0_images: torch.Tensor | None = None,
         groups: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        check_images(images, self.channels, type(self).__name__)
-        if len(conditions) != images.shape[0]:
-            raise LightningSearchError(f"{images.shape[0]} images but {len(conditions)} conditions")
-        if groups is not None and groups.shape != (images.shape[0],):
-            raise LightningSearchError(f"groups must have shape ({images.shape[0]},), got {tuple(groups.shape)}")
+        self.check_inputs(images, conditions, groups)
         return self.combine(self.member_scores(images, conditions, x0_images, groups), groups)
 
     def score(
