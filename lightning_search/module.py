@@ -221,6 +221,8 @@ class DiffusionModule(LightningModule):
             self.sampler,
             self.verifiers.get(search.verifier) if search.verifier else None,
             search.seed,
+            decode_batch_size=search.decode_batch_size,
+            verifier_batch_size=search.verifier_batch_size,
             shard_candidates=search.candidate_sharding,
             rank=self.global_rank,
             world_size=world_size,

@@ -52,6 +52,10 @@ class SearchContext:
     verifier: Verifier | None
     seed: int = 0
     candidate_steps: int | None = None
+    # images per VAE decode call and per verifier call: a full-resolution decode of every candidate at once
+    # does not fit a GPU (FLUX at 1024 px: one 128-channel activation of 96 images is ~26 GB in bf16)
+    decode_batch_size: int = 32
+    verifier_batch_size: int = 64
     # candidate sharding: this rank evaluates candidates rank, rank + world_size, ... of every sample and the
     # per-rank winners are all-gathered (LightningModule.all_gather), so every rank picks the same one
     shard_candidates: bool = False
@@ -80,35 +84,51 @@ class SearchContext:
             return list(range(num))
         return list(range(self.rank, num, self.world_size))
 
+    @property
+    def sharded(self) -> bool:
+        return self.shard_candidates and self.world_size > 1
+
+    def gather_candidates(self, local: torch.Tensor, num: int) -> torch.Tensor:
+        """(B, n_local, ...) rows of this rank's candidates -> (B, num, ...) rows of every candidate, in the
+        global candidate order (every rank gets the same tensor). Unsharded: ``local`` itself."""
+        if not self.sharded:
+            return local
+        w = self.world_size
+        per = -(-num // w)  # ranks hold ceil or floor of num / w candidates: pad to the same shape
+        padded = local.new_zeros((local.shape[0], per, *local.shape[2:]))
+        padded[:, : local.shape[1]] = local
+        gathered = self.all_gather(padded)  # (W, B, per, ...)
+        out = local.new_empty((local.shape[0], num, *local.shape[2:]))
+        for r in range(w):
+            owned = list(range(r, num, w))
+            out[:, owned] = gathered[r, :, : len(owned)]
+        return out
+
     def pick_best(
-        self, scores: torch.Tensor, candidates: Sequence[int], tensors: dict[str, torch.Tensor]
+        self, scores: torch.Tensor, tensors: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """The best candidate of each sample: (global index (B,), score (B,), {name: chosen row (B, ...)}).
 
-        scores: (B, n_local) for the global candidate indices ``candidates``; tensors: (B, n_local, ...).
-        Ties go to the lowest global index, as ``argmax`` does in one process, so sharded and unsharded
-        runs choose the same candidate. NaN scores were already turned into -inf.
+        scores: (B, N) of every candidate (from :meth:`score`, all-gathered when sharded, NaN already -inf);
+        tensors: (B, n_local, ...) rows of this rank's candidates. Ties go to the lowest index, as ``argmax``
+        does, so sharded and unsharded runs choose the same candidate; the winner's rows come from its rank.
         """
-        b = scores.shape[0]
-        index = torch.tensor(list(candidates), device=scores.device, dtype=torch.long)
-        if len(candidates) == 0:  # more ranks than candidates: this rank contributes nothing
-            best_score = torch.full((b,), float("-inf"), device=scores.device)
-            best_index = torch.full((b,), torch.iinfo(torch.long).max, device=scores.device)
-            chosen = {k: torch.zeros(b, *v.shape[2:], device=v.device, dtype=v.dtype) for k, v in tensors.items()}
-        else:
-            local = scores.argmax(dim=1)
-            best_score, best_index = gather_rows(scores, local), index[local]
-            chosen = {k: gather_rows(v, local) for k, v in tensors.items()}
-        if not self.shard_candidates or self.world_size == 1:
-            return best_index, best_score, chosen
-        all_scores = self.all_gather(best_score)  # (W, B)
-        all_index = self.all_gather(best_index)
-        top = all_scores.max(dim=0).values
-        masked = torch.where(all_scores == top, all_index, torch.iinfo(torch.long).max)
-        winner_rank = masked.argmin(dim=0)  # (B,)
-        rows = torch.arange(b, device=scores.device)
-        chosen = {k: self.all_gather(v)[winner_rank, rows] for k, v in chosen.items()}
-        return all_index[winner_rank, rows], top, chosen
+        best = scores.argmax(dim=1)
+        best_score = gather_rows(scores, best)
+        if not self.sharded:
+            return best, best_score, {k: gather_rows(v, best) for k, v in tensors.items()}
+        owner, position = best % self.world_size, best // self.world_size
+        mine = owner == self.rank
+        rows = torch.arange(scores.shape[0], device=scores.device)
+        chosen = {}
+        for k, v in tensors.items():
+            if v.shape[1] == 0:  # more ranks than candidates: this rank holds none
+                local = v.new_zeros((v.shape[0], *v.shape[2:]))
+            else:
+                local = gather_rows(v, position.clamp(max=v.shape[1] - 1))
+                local = torch.where(mine.view(-1, *[1] * (local.dim() - 1)).to(local.device), local, 0)
+            chosen[k] = self.all_gather(local)[owner.to(local.device), rows.to(local.device)]
+        return best, best_score, chosen
 
     # -- evaluation ---------------------------------------------------------------------------------------
     def encode(self, conditions: Sequence[Any]):
@@ -140,23 +160,48 @@ class SearchContext:
         return out
 
     def decode(self, x0: torch.Tensor) -> torch.Tensor:
-        """Decode (B, N, *latent) -> (B, N, C, H, W)."""
+        """Decode (B, N, *latent) -> (B, N, C, H, W), ``decode_batch_size`` latents per VAE call."""
         b, n = x0.shape[:2]
-        images = self.backbone.decode(x0.reshape(b * n, *x0.shape[2:]))
+        flat = x0.reshape(b * n, *x0.shape[2:])
+        step = max(1, self.decode_batch_size)
+        images = torch.cat([self.backbone.decode(flat[i : i + step]) for i in range(0, flat.shape[0], step)])
         return images.view(b, n, *images.shape[1:])
 
     def score(
-        self, images: torch.Tensor, conditions: Sequence[Any], x0_images: torch.Tensor | None = None
+        self,
+        images: torch.Tensor,
+        conditions: Sequence[Any],
+        x0_images: torch.Tensor | None = None,
+        num_candidates: int | None = None,
     ) -> torch.Tensor:
-        """Verifier scores of (B, N, C, H, W) images -> (B, N), NaN replaced by -inf."""
+        """Verifier scores of (B, N, C, H, W) images -> (B, N), NaN replaced by -inf.
+
+        Each sample's N images are one candidate set (rank-based verifiers rank within it). Raw scores are
+        computed ``verifier_batch_size`` images at a time, then reduced over whole sets. With sharded
+        candidates, pass ``num_candidates``: ``images`` are this rank's (:meth:`local_candidates`), the raw
+        scores of every rank are gathered first, and the result is (B, num_candidates) on every rank.
+        """
         if self.verifier is None:
             raise ConfigurationError("this search algorithm needs a verifier; set --search.verifier")
         b, n = images.shape[:2]
+        flat = images.reshape(b * n, *images.shape[2:])
         flat_conditions = [c for c in conditions for _ in range(n)]
         flat_x0 = None if x0_images is None else x0_images.reshape(b * n, *x0_images.shape[2:])
-        groups = torch.arange(b, device=images.device).repeat_interleave(n)
-        scores = self.verifier(images.reshape(b * n, *images.shape[2:]), flat_conditions, flat_x0, groups)
-        return nan_safe(scores.view(b, n))
+        if n:
+            self.verifier.check_inputs(flat, flat_conditions)
+        step = max(1, self.verifier_batch_size)
+        parts = [
+            self.verifier.raw_scores(
+                flat[i : i + step], flat_conditions[i : i + step], None if flat_x0 is None else flat_x0[i : i + step]
+            )
+            for i in range(0, flat.shape[0], step)
+        ]
+        raw = torch.cat(parts).view(b, n, -1) if parts else torch.zeros(b, 0, self.verifier.num_raw_scores)
+        if num_candidates is not None:
+            raw = self.gather_candidates(raw.to(self.device), num_candidates)
+        n = raw.shape[1]
+        groups = torch.arange(b, device=raw.device).repeat_interleave(n)
+        return nan_safe(self.verifier.reduce(raw.reshape(b * n, -1), groups).view(b, n))
 
     @property
     def x0_time(self) -> tuple[float, ...]:
@@ -164,12 +209,32 @@ class SearchContext:
         t = None if self.verifier is None else self.verifier.x0_time
         return () if t is None else (t,)
 
-    def sample_and_score(self, noise: torch.Tensor, cond, conditions, steps: int | None):
-        """Integrate (B, N) noises to t = 0 and score them -> (x0, images, scores (B, N), nfe per sample)."""
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        """(C, H, W) of a decoded sample (decoded once from a zero latent, then cached)."""
+        if "_image_shape" not in self.__dict__:
+            with torch.no_grad():
+                zero = torch.zeros(1, *self.backbone.latent_shape, device=self.device, dtype=self.dtype)
+                self.__dict__["_image_shape"] = tuple(self.backbone.decode(zero).shape[1:])
+        return self.__dict__["_image_shape"]
+
+    def sample_and_score(
+        self, noise: torch.Tensor, cond, conditions, steps: int | None, num_candidates: int | None = None
+    ):
+        """Integrate (B, N) noises to t = 0 and score them -> (x0, images, scores, nfe per sample).
+
+        ``num_candidates``: the noises are this rank's share of sharded candidates; scores then cover all
+        ``num_candidates`` of every rank (see :meth:`score`), x0 and images only this rank's.
+        """
+        b, n = noise.shape[:2]
+        if n == 0:  # more ranks than candidates: nothing to integrate, but the gather must still happen
+            x0 = noise.new_zeros((b, 0, *noise.shape[2:]))
+            images = torch.zeros(b, 0, *self.image_shape, device=self.device)
+            return x0, images, self.score(images, conditions, None, num_candidates), 0
         out = self.integrate(noise, cond, steps=steps, x0_at=self.x0_time)
         images = self.decode(out.x)
         x0_images = self.decode(out.x0[self.x0_time[0]]) if self.x0_time else None
-        return out.x, images, self.score(images, conditions, x0_images), out.nfe * noise.shape[1]
+        return out.x, images, self.score(images, conditions, x0_images, num_candidates), out.nfe * n
 
 
 def gather_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

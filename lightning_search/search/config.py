@@ -35,6 +35,9 @@ class SearchConfig:
         seed: global seed of every noise; with the sample id, round and candidate it fixes each noise.
         budget: optional cap on NFEs per sample; a configuration that would spend more is rejected.
         candidate_sharding: split one sample's candidates across ranks and all-gather the scores.
+        decode_batch_size: latents per VAE decode call (the decoder's full-resolution activations are what
+            limits GPU memory at 1024 px, not the latents).
+        verifier_batch_size: images per verifier call.
     """
 
     algorithm: str = "none"
@@ -56,12 +59,19 @@ class SearchConfig:
     seed: int = 0
     budget: int | None = None
     candidate_sharding: bool = False
+    decode_batch_size: int = 32
+    verifier_batch_size: int = 64
 
 
 def build_search(config: SearchConfig) -> SearchAlgorithm:
     """The algorithm named by ``config.algorithm`` with the settings it uses."""
     from lightning_search.search import ALGORITHMS
 
+    if config.decode_batch_size < 1 or config.verifier_batch_size < 1:
+        raise ConfigurationError(
+            f"search decode_batch_size and verifier_batch_size must be >= 1, got {config.decode_batch_size} and "
+            f"{config.verifier_batch_size}"
+        )
     factory = lookup(ALGORITHMS, "search algorithm", config.algorithm)
     algorithm = factory(config)
     if algorithm.needs_verifier and not config.verifier:

@@ -45,17 +45,16 @@ class RandomSearch(SearchAlgorithm):
         seeds = ctx.seeds(sample_ids, 0, self.num_candidates)
         mine = ctx.local_candidates(self.num_candidates)  # all of them unless sharded across ranks
         cond = ctx.encode(conditions)
-        noise = ctx.noise([[row[c] for c in mine] for row in seeds]) if mine else None
         redenoise = self._redenoise(ctx.sampler)
         steps = self.candidate_steps if redenoise else None
         b = len(sample_ids)
-        if noise is not None:
-            x0, images, scores, _ = ctx.sample_and_score(noise, cond, conditions, steps)
-        else:
-            shape = (b, 0, *ctx.backbone.latent_shape)
-            x0 = images = torch.zeros(shape, device=ctx.device)
-            scores = torch.zeros(b, 0, device=ctx.device)
-        best, score, chosen_rows = ctx.pick_best(scores, mine, {"x0": x0, "images": images})
+        if mine:
+            noise = ctx.noise([[row[c] for c in mine] for row in seeds])
+        else:  # more ranks than candidates: this rank evaluates none
+            noise = torch.zeros(b, 0, *ctx.backbone.latent_shape, device=ctx.device, dtype=ctx.dtype)
+        sharded = self.num_candidates if ctx.sharded else None
+        x0, images, scores, _ = ctx.sample_and_score(noise, cond, conditions, steps, sharded)
+        best, score, chosen_rows = ctx.pick_best(scores, {"x0": x0, "images": images})
         nfe = self.num_candidates * ctx.sampler.nfe(steps, prediction_type=ctx.backbone.prediction_type)
         calls = self.num_candidates
         best_seeds = [seeds[i][int(c)] for i, c in enumerate(best)]
@@ -63,8 +62,11 @@ class RandomSearch(SearchAlgorithm):
         if redenoise:
             winner = ctx.noise([[s] for s in best_seeds])  # the winner's noise, redrawn from its seed
             x0, images, final_scores, final_nfe = ctx.sample_and_score(winner, cond, conditions, None)
-            x0, images, score = x0[:, 0], images[:, 0], final_scores[:, 0]
+            x0, images = x0[:, 0], images[:, 0]
             nfe, calls = nfe + final_nfe, calls + 1
+            # a rank-based score means something only within the candidate set: keep the winner's rank there
+            if not ctx.verifier.rank_based:
+                score = final_scores[:, 0]
         else:
             x0, images = chosen_rows["x0"], chosen_rows["images"]
         return SearchResult(

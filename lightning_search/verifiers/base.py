@@ -22,6 +22,10 @@ class Verifier(nn.Module, ABC):
 
     x0_time: float | None = None
     channels: int | None = None
+    # A rank-based verifier's score of an image depends on the other images of its candidate set (the
+    # ensemble's mean rank): it must see each set whole, so search scores in two stages, ``raw_scores`` on
+    # any micro-batch, then ``reduce`` over whole sets (also across ranks when candidates are sharded).
+    rank_based: bool = False
 
     @abstractmethod
     def score(
@@ -40,10 +44,28 @@ class Verifier(nn.Module, ABC):
         x0_images: torch.Tensor | None = None,
         groups: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Validate, then :meth:`score`. ``groups`` (B,) ids the candidate set of each image (search passes it;
+        """Validate, then score. ``groups`` (B,) ids the candidate set of each image (search passes it;
         rank-based verifiers such as the ensemble rank within a group; others ignore it)."""
         self.check_inputs(images, conditions, groups)
-        return self.score(images, conditions, x0_images).float()
+        return self.reduce(self.raw_scores(images, conditions, x0_images), groups)
+
+    def raw_scores(
+        self, images: torch.Tensor, conditions: Sequence[Any], x0_images: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Per-image scores that do not depend on the other images: (B, M) float32 (M = 1 but for ensembles).
+
+        Safe to compute on any micro-batch; :meth:`reduce` turns them into the final scores.
+        """
+        return self.score(images, conditions, x0_images).float()[:, None]
+
+    @property
+    def num_raw_scores(self) -> int:
+        """M, the columns of :meth:`raw_scores`."""
+        return 1
+
+    def reduce(self, raw: torch.Tensor, groups: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, M) raw scores of whole candidate sets (``groups`` (B,) or None: one set) -> scores (B,)."""
+        return raw[:, 0].float()
 
     def check_inputs(self, images: torch.Tensor, conditions: Sequence[Any], groups: torch.Tensor | None = None) -> None:
         """Reject a batch this verifier cannot score, with a message saying what was expected."""

@@ -95,6 +95,10 @@ class EnsembleVerifier(Verifier):
 
     def _update_requirements(self) -> None:
         members = list(self.members.values())
+        nested = [name for name, v in self.members.items() if v.rank_based]
+        if nested:
+            # a rank-based member would rank within whatever micro-batch it is given, not within the set
+            raise ConfigurationError(f"ensemble members {nested} are rank-based themselves; list their members")
         times = {v.x0_time for v in members if v.x0_time is not None}
         if len(times) > 1:
             raise ConfigurationError(f"ensemble members ask for x0-predictions at different times {sorted(times)}")
@@ -137,15 +141,20 @@ class EnsembleVerifier(Verifier):
             total = weight * ranks if total is None else total + weight * ranks
         return (total / sum(self.weights)).float()
 
-    def forward(
-        self,
-        images: torch.Tensor,
-        conditions: Sequence[Any],
-        x0_images: torch.Tensor | None = None,
-        groups: torch.Tensor | None = None,
+    def raw_scores(
+        self, images: torch.Tensor, conditions: Sequence[Any], x0_images: torch.Tensor | None = None
     ) -> torch.Tensor:
-        self.check_inputs(images, conditions, groups)
-        return self.combine(self.member_scores(images, conditions, x0_images, groups), groups)
+        """Each member's own score, one column per member in ``order``: (B, M)."""
+        scores = self.member_scores(images, conditions, x0_images)
+        return torch.stack([scores[name] for name in self.order], dim=1)
+
+    @property
+    def num_raw_scores(self) -> int:
+        return len(self.order)
+
+    def reduce(self, raw: torch.Tensor, groups: torch.Tensor | None = None) -> torch.Tensor:
+        """Weighted mean rank of the members' columns within each candidate set."""
+        return self.combine({name: raw[:, i] for i, name in enumerate(self.order)}, groups)
 
     def score(
         self, images: torch.Tensor, conditions: Sequence[Any], x0_images: torch.Tensor | None = None
