@@ -85,7 +85,7 @@ def bench_batching(device: str, conditions: int = 10, candidates: int = 32, repe
     return {
         "conditions": conditions,
         "candidates": candidates,
-        "nfe_per_sample": candidates * sampler.nfe(),
+        "nfe_per_sample": candidates * sampler.nfe(backbone),
         "seconds_batched": timings["batched"],
         "seconds_one_at_a_time": timings["one_at_a_time"],
         "speedup": timings["one_at_a_time"] / timings["batched"],

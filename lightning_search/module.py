@@ -128,11 +128,11 @@ class DiffusionModule(LightningModule):
         algorithm = self.search_algorithm()  # fail now, not at the first batch
         budget = self.search_config.budget
         if budget is not None:
-            need = algorithm.nfe_per_sample(self.sampler, self.backbone.prediction_type)
+            need = algorithm.nfe_per_sample(self.sampler, self.backbone)
             if need > budget:
                 raise ConfigurationError(
                     f"search {self.search_config.algorithm!r} as configured needs {need} NFEs per sample "
-                    f"({self.sampler.nfe(prediction_type=self.backbone.prediction_type)} per full sample with "
+                    f"({self.sampler.nfe(self.backbone)} per full sample with "
                     f"{self.sampler.solver} x {self.sampler.steps} steps), more than --search.budget {budget}; "
                     "lower num_candidates / iterations / branches or raise the budget"
                 )

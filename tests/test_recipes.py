@@ -71,7 +71,7 @@ def test_paper_recipe_instantiates_with_tiny_twins(recipe, tmp_path):
     if search["algorithm"] == "random":
         assert isinstance(algorithm, RandomSearch) and algorithm.num_candidates == search["num_candidates"]
     if recipe.stem == "flux_dev_drawbench_random":  # the paper's budget: 96 x 30 = 2,880 search NFEs
-        assert algorithm.nfe_per_sample(cli.model.sampler) == 2880
+        assert algorithm.nfe_per_sample(cli.model.sampler, cli.model.backbone) == 2880
     cli.datamodule.predict_dataset()  # the prompt set / class list loads offline
 
 

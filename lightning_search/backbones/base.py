@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -133,3 +133,22 @@ class Backbone(nn.Module, ABC):
         Backbones whose pipelines do more (guidance rescale, SDXL) override this.
         """
         return uncond_out + scale * (cond_out - uncond_out)
+
+
+@runtime_checkable
+class SchedulerDriven(Protocol):
+    """A backbone that can also be sampled through its diffusers pipeline's own scheduler
+    (``Sampler(solver="scheduler")``, ``sampling/scheduler.py``); ``PipelineBackbone`` implements it."""
+
+    @property
+    def scheduler(self) -> Any:
+        """The pipeline's scheduler: a template, copied fresh for every sampler call."""
+
+    def set_timesteps(self, scheduler: Any, num_inference_steps: int, device: torch.device | None = None) -> None:
+        """``scheduler.set_timesteps`` exactly as the pipeline calls it (sigmas, shift, ``mu``)."""
+
+    def scheduler_times(self, scheduler: Any) -> list[float]:
+        """The times t of ``scheduler.timesteps`` in the one convention, then the terminal time 0."""
+
+    def call_network(self, x: torch.Tensor, timestep: torch.Tensor, cond: Cond) -> torch.Tensor:
+        """One network call as the pipeline makes it, on the scheduler-scaled input at the scheduler's timestep."""

@@ -30,7 +30,7 @@ class SearchProgressBar(TQDMProgressBar):
         per_sample = 0
         if hasattr(pl_module, "search_algorithm"):
             backbone = pl_module.backbone
-            per_sample = pl_module.search_algorithm().nfe_per_sample(pl_module.sampler, backbone.prediction_type)
+            per_sample = pl_module.search_algorithm().nfe_per_sample(pl_module.sampler, backbone)
         self._budget = per_sample * self._total
 
     @override

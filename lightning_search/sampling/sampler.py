@@ -1,4 +1,10 @@
-"""One sampler over any backbone: solvers from any t_start to any t_end, guidance, micro-batches, NFEs."""
+"""One sampler over any backbone: our ODE solvers or the pipeline's scheduler, run over any segment of the
+sampling grid, with guidance, micro-batches, x0-predictions along the way and an exact NFE count.
+
+The prelude every run shares lives here once (the grid and the segment, the null condition, micro-batching,
+gathering x0-predictions, counting NFEs); what differs between the two kinds of solver is one function each:
+:func:`_ode_window` (our solvers, ``solvers.py``) and ``scheduler.run_window`` (a diffusers scheduler).
+"""
 
 from __future__ import annotations
 
@@ -9,16 +15,23 @@ import torch
 
 from lightning_search.backbones.base import Backbone, Cond, cond_cat, cond_index
 from lightning_search.errors import ConfigurationError, lookup
+from lightning_search.sampling import scheduler as scheduler_solver
+from lightning_search.sampling import segments
+from lightning_search.sampling.segments import Segment
 from lightning_search.sampling.solvers import SOLVERS, time_grid
+
+SCHEDULER = "scheduler"  # the solver name that drives the backbone's own diffusers scheduler
 
 
 @dataclass
 class SampleOutput:
-    """x: (B, *latent) at t_end; x0: {requested t: x0-prediction (B, *latent)}; nfe: per sample."""
+    """x: (B, *latent) at ``times[-1]``; x0: {requested t: x0-prediction (B, *latent)}; nfe: per sample;
+    times: the times the run actually stepped through (its segment on the grid)."""
 
     x: torch.Tensor
     x0: dict[float, torch.Tensor] = field(default_factory=dict)
     nfe: int = 0
+    times: tuple[float, ...] = ()
 
 
 @dataclass
@@ -31,7 +44,7 @@ class Sampler:
         steps: solver steps from t = 1 to t = 0 (Heun spends 2 NFEs per step, the others 1).
         guidance_scale: classifier-free guidance weight; 1 disables guidance (1 NFE per call, not 2).
         micro_batch_size: at most this many rows (after guidance doubling) per network call.
-        time_shift: SD3 / FLUX time shift of the grid (1 = uniform in t).
+        time_shift: SD3 / FLUX time shift of our solvers' grid (1 = uniform in t; a scheduler has its own).
     """
 
     solver: str = "heun"
@@ -41,7 +54,7 @@ class Sampler:
     time_shift: float = 1.0
 
     def __post_init__(self) -> None:
-        lookup({**SOLVERS, "scheduler": None}, "solver", self.solver)
+        lookup({**SOLVERS, SCHEDULER: None}, "solver", self.solver)
         if self.steps < 1 or self.micro_batch_size < 1:
             raise ConfigurationError(
                 f"sampler steps and micro_batch_size must be >= 1, got {self.steps}, {self.micro_batch_size}"
@@ -51,15 +64,50 @@ class Sampler:
     def guided(self) -> bool:
         return self.guidance_scale != 1.0
 
-    def nfe(self, steps: int | None = None, t_end: float = 0.0, prediction_type: str = "velocity") -> int:
-        """NFEs per sample of a run of ``steps`` steps ending at ``t_end`` (guidance doubles it)."""
+    @property
+    def exact_endpoints(self) -> bool:
+        """Our solvers start and stop at any t; a scheduler only at its timesteps (``segments.py``)."""
+        return self.solver != SCHEDULER
+
+    # -- the grid ----------------------------------------------------------------------------------------
+    def grid(self, backbone: Backbone, steps: int | None = None) -> list[float]:
+        """The full grid of a run from noise to data in ``steps`` steps (default: the sampler's): steps + 1
+        decreasing times ending at 0."""
         steps = self.steps if steps is None else steps
-        per_step = 2 if self.solver == "heun" else 1
-        evals = per_step * steps
-        if self.solver == "heun" and t_end <= 0 and prediction_type != "velocity":
-            evals -= 1
+        if steps < 1:
+            raise ConfigurationError(f"a sampler needs at least one step, got steps={steps}")
+        if self.solver == SCHEDULER:
+            return scheduler_solver.scheduler_grid(backbone, steps)
+        return time_grid(steps, self.time_shift)
+
+    def segment(
+        self, backbone: Backbone, t_start: float = 1.0, t_end: float = 0.0, steps: int | None = None
+    ) -> Segment:
+        """The part of the ``steps``-step grid a run from t_start to t_end steps through (``segments.py``)."""
+        return segments.plan(self.grid(backbone, steps), t_start, t_end, self.exact_endpoints)
+
+    def snap(self, backbone: Backbone, t: float, steps: int | None = None) -> float:
+        """The time a run asked to start or stop at t really does (``segments.snap``)."""
+        return segments.snap(self.grid(backbone, steps), t, self.exact_endpoints)
+
+    def move(self, backbone: Backbone, t: float, dt: float, steps: int | None = None) -> float:
+        """The time a search reaches from t by dt (> 0 noisier), on the grid where the solver needs it."""
+        return segments.move(self.grid(backbone, steps), t, dt, self.exact_endpoints)
+
+    def segment_nfe(self, segment: Segment, prediction_type: str) -> int:
+        """NFEs per sample of running ``segment`` (guidance doubles every call)."""
+        evals = segment.steps
+        if self.solver == "heun":
+            evals *= 2
+            if segment.steps and segment.t_end <= 0 and prediction_type != "velocity":
+                evals -= 1  # Heun's last step to t = 0 is an Euler step (solvers.heun_step)
         return evals * (2 if self.guided else 1)
 
+    def nfe(self, backbone: Backbone, t_start: float = 1.0, t_end: float = 0.0, steps: int | None = None) -> int:
+        """NFEs per sample of a run from t_start to t_end on the ``steps``-step grid."""
+        return self.segment_nfe(self.segment(backbone, t_start, t_end, steps), backbone.prediction_type)
+
+    # -- sampling ----------------------------------------------------------------------------------------
     def sample(
         self,
         backbone: Backbone,
@@ -72,50 +120,46 @@ class Sampler:
         x0_at: Sequence[float] = (),
         null_cond: Cond | None = None,
     ) -> SampleOutput:
-        """Integrate from ``t_start`` to ``t_end`` over ``noise`` (B, *latent) with encoded ``cond`` (B rows).
+        """Integrate states ``noise`` (B, *latent) at ``t_start`` to ``t_end`` with encoded ``cond`` (B rows).
 
-        ``steps`` counts steps over this interval (default: the sampler's own steps scaled to its length,
-        at least one). ``x0_at`` asks for the x0-predictions at the grid points nearest to those times.
-        Rows are processed in micro-batches; the result does not depend on the micro-batch size.
+        The run is a segment of the ``steps``-step grid (default: the sampler's steps); ``x0_at`` asks for
+        the x0-predictions made at the grid points nearest to those times. Rows are processed in
+        micro-batches; the result does not depend on the micro-batch size.
         """
-        if self.solver == "scheduler":
-            from lightning_search.sampling.scheduler import sample_with_scheduler
-
-            return sample_with_scheduler(
-                self, backbone, noise, cond, t_start=t_start, t_end=t_end, steps=steps, x0_at=x0_at, null_cond=null_cond
-            )
-        if steps is None:
-            steps = max(1, round(self.steps * (t_start - t_end)))
-        grid = time_grid(t_start, t_end, steps, self.time_shift)
-        # the x0-prediction at t is produced by the step that starts at the grid point nearest to t
-        record = {min(range(steps), key=lambda i: abs(grid[i] - t)): t for t in x0_at}
+        if self.solver == SCHEDULER:
+            scheduler_solver.check_scheduler(backbone)
+        segment = self.segment(backbone, t_start, t_end, steps)
+        # the x0-prediction at t is the one made by the step that starts at the segment time nearest to t
+        record = {min(range(max(segment.steps, 1)), key=lambda i: abs(segment.times[i] - t)): t for t in x0_at}
+        if segment.steps == 0:
+            return SampleOutput(noise, {}, 0, segment.times)
         if null_cond is None and self.guided:
             null_cond = backbone.null_conditions(cond)
-        chunks: list[SampleOutput] = []
-        for idx in self._chunks(noise.shape[0]):
-            chunks.append(
-                self._integrate(
-                    backbone,
-                    noise[idx],
-                    cond_index(cond, idx),
-                    None if null_cond is None else cond_index(null_cond, idx),
-                    grid,
-                    record,
+        rows = max(1, self.micro_batch_size // (2 if self.guided else 1))
+        xs, x0s = [], []
+        for start in range(0, noise.shape[0], rows):
+            idx = slice(start, start + rows)
+            nc = None if null_cond is None else cond_index(null_cond, idx)
+            if self.solver == SCHEDULER:
+                x, x0 = scheduler_solver.run_window(
+                    backbone, noise[idx], cond_index(cond, idx), nc, segment, self.guidance_scale, record
                 )
-            )
-        x0 = {t: torch.cat([c.x0[t] for c in chunks]) for t in x0_at}
-        return SampleOutput(torch.cat([c.x for c in chunks]), x0, chunks[0].nfe if chunks else 0)
+            else:
+                x, x0 = self._ode_window(backbone, noise[idx], cond_index(cond, idx), nc, segment, record)
+            xs.append(x)
+            x0s.append(x0)
+        x0 = {t: torch.cat([part[t] for part in x0s]) for t in x0_at}
+        return SampleOutput(torch.cat(xs), x0, self.segment_nfe(segment, backbone.prediction_type), segment.times)
 
     def _denoiser(self, backbone: Backbone, cond: Cond, null_cond: Cond | None):
-        """``denoise(x_t, t) -> (x0, eps)`` with classifier-free guidance on one doubled batch."""
-        guided = self.guided
-        both = cond_cat([cond, null_cond]) if guided else cond
+        """``denoise(x_t, t) -> (x0, eps)`` in the one convention, with classifier-free guidance on one
+        doubled batch when ``null_cond`` is given."""
+        both = cond if null_cond is None else cond_cat([cond, null_cond])
 
         def denoise(x_t: torch.Tensor, t: float) -> tuple[torch.Tensor, torch.Tensor]:
             tt = torch.full((x_t.shape[0],), t, device=x_t.device, dtype=x_t.dtype)
-            if guided:
-                out = backbone(torch.cat([x_t, x_t]), torch.cat([tt, tt]), both)
-                c, u = out.chunk(2)
+            if null_cond is not None:
+                c, u = backbone(torch.cat([x_t, x_t]), torch.cat([tt, tt]), both).chunk(2)
                 out = backbone.combine_guidance(c, u, self.guidance_scale)
             else:
                 out = backbone(x_t, tt, cond)
@@ -123,9 +167,16 @@ class Sampler:
 
         return denoise
 
-    def _chunks(self, n: int) -> list[slice]:
-        rows = max(1, self.micro_batch_size // (2 if self.guided else 1))
-        return [slice(i, i + rows) for i in range(0, n, rows)]
+    def _ode_window(self, backbone, x, cond, null_cond, segment: Segment, record: dict[int, float]):
+        denoise = self._denoiser(backbone, cond, null_cond)
+        step = SOLVERS[self.solver]
+        exact_end = backbone.prediction_type == "velocity"
+        x0_preds: dict[float, torch.Tensor] = {}
+        for i, (t, t_next) in enumerate(zip(segment.times[:-1], segment.times[1:])):
+            x, x0, _ = step(denoise, backbone.schedule, x, t, t_next, exact_end)
+            if i in record:
+                x0_preds[record[i]] = x0
+        return x, x0_preds
 
     def predict_x0(
         self, backbone: Backbone, x: torch.Tensor, t: float, cond: Cond, null_cond: Cond | None = None
@@ -133,26 +184,10 @@ class Sampler:
         """The (guided) x0-prediction at states x (B, *latent) at time t -> (x0, NFE per sample)."""
         if null_cond is None and self.guided:
             null_cond = backbone.null_conditions(cond)
+        rows = max(1, self.micro_batch_size // (2 if self.guided else 1))
         parts = []
-        for idx in self._chunks(x.shape[0]):
+        for start in range(0, x.shape[0], rows):
+            idx = slice(start, start + rows)
             nc = None if null_cond is None else cond_index(null_cond, idx)
             parts.append(self._denoiser(backbone, cond_index(cond, idx), nc)(x[idx], t)[0])
         return torch.cat(parts), 2 if self.guided else 1
-
-    def _integrate(self, backbone, x, cond, null_cond, grid, record) -> SampleOutput:
-        guided = self.guided
-        denoise = self._denoiser(backbone, cond, null_cond)
-        step = SOLVERS[self.solver]
-        exact_end = backbone.prediction_type == "velocity"
-        x0_preds: dict[float, torch.Tensor] = {}
-        nfe = 0
-        for i, (t, t_next) in enumerate(zip(grid[:-1], grid[1:])):
-            x, x0, calls = step(denoise, backbone.schedule, x, t, t_next, exact_end)
-            nfe += calls
-            if i in record:
-                x0_preds[record[i]] = x0
-        return SampleOutput(x, x0_preds, nfe * (2 if guided else 1))
-
-    def renoise(self, backbone: Backbone, x: torch.Tensor, t_a: float, t_b: float, eps: torch.Tensor) -> torch.Tensor:
-        """Re-noise states from t_a to the noisier t_b with fresh noise ``eps`` (no network call)."""
-        return backbone.schedule.renoise(x, t_a, t_b, eps)

@@ -63,16 +63,16 @@ def heun_step(denoise, schedule, x, t, t_next, exact_end=True):
 SOLVERS: dict[str, Step] = {"euler": euler_step, "heun": heun_step, "ddim": ddim_step}
 
 
-def time_grid(t_start: float, t_end: float, steps: int, shift: float = 1.0) -> list[float]:
-    """``steps`` + 1 times from t_start down to t_end, uniform in t, then warped by the SD3 / FLUX shift.
+def time_grid(steps: int, shift: float = 1.0) -> list[float]:
+    """The full grid of our solvers: ``steps`` + 1 times from 1 down to 0, uniform in t, then warped by the
+    SD3 / FLUX shift t -> shift t / (1 + (shift - 1) t) (shift > 1 spends more steps at high noise).
 
-    shift > 1 spends more steps at high noise: t -> shift t / (1 + (shift - 1) t).
+    Runs over part of [0, 1] step through the points of this grid (``segments.py``), so a segment has the
+    density of the full run there and its end points are never warped.
     """
     if steps < 1:
         raise ValueError(f"a sampler needs at least one step, got steps={steps}")
-    if not 0 <= t_end <= t_start <= 1:
-        raise ValueError(f"need 0 <= t_end <= t_start <= 1, got t_start={t_start}, t_end={t_end}")
-    grid = torch.linspace(t_start, t_end, steps + 1, dtype=torch.float64)
+    grid = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)
     if shift != 1.0:
         grid = shift * grid / (1 + (shift - 1) * grid)
     return grid.tolist()

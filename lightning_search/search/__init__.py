@@ -14,7 +14,9 @@ from lightning_search.search.zero_order import ZeroOrderSearch
 ALGORITHMS: dict[str, Callable[[SearchConfig], SearchAlgorithm]] = {
     "none": lambda c: NoSearch(),
     "random": lambda c: RandomSearch(c.num_candidates, c.candidate_steps),
-    "zero_order": lambda c: ZeroOrderSearch(c.num_candidates, c.iterations, c.step_size, c.candidate_steps),
+    "zero_order": lambda c: ZeroOrderSearch(
+        c.num_candidates, c.iterations, c.step_size, c.candidate_steps, c.neighbourhood, c.restart_after
+    ),
     "paths": lambda c: PathSearch(c.num_candidates, c.branches, c.path_start, c.path_forward, c.path_backward),
     "smc": lambda c: SMCSearch(
         c.num_candidates,

@@ -252,6 +252,7 @@ class SearchAlgorithm(ABC):
     def run(self, ctx: SearchContext, conditions: Sequence[Any], sample_ids: Sequence[int]) -> SearchResult:
         """Search for each (condition, sample id) of the batch; candidates of all conditions are batched."""
 
-    def nfe_per_sample(self, sampler: Sampler, prediction_type: str = "velocity") -> int:
-        """The NFEs this algorithm will spend per sample (for budgets and matched-NFE sweeps)."""
+    def nfe_per_sample(self, sampler: Sampler, backbone: Backbone) -> int:
+        """The NFEs this algorithm will spend per sample (for budgets and matched-NFE sweeps); the grid, and
+        so the NFEs of a segment, depend on the backbone's scheduler."""
         raise NotImplementedError

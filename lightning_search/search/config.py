@@ -20,8 +20,12 @@ class SearchConfig:
         candidate_steps: solver steps for each candidate (None: the sampler's full steps); for gradient, the
             steps of the differentiable sampler the gradient flows through.
         iterations: K, zero-order iterations; gradient steps (gradient).
-        step_size: lambda, zero-order neighbourhood size (0 < lambda < 1); gradient step length relative to
-            the noise's norm (0 < lambda <= 1).
+        step_size: lambda, zero-order neighbourhood size (0 < lambda < 1; a neighbour's cosine to its pivot is
+            sqrt(1 - lambda^2): 0.1 -> 0.995); gradient step length relative to the noise's norm (0 < lambda <= 1).
+        neighbourhood: zero-order neighbours, ``mix`` (sqrt(1 - lambda^2) n + lambda z, the paper) or ``sphere``
+            (z orthogonalised to n, on n's sphere at cosine sqrt(1 - lambda^2), the first author's public code).
+        restart_after: zero-order restarts a sample from a fresh noise after this many rounds without
+            improvement (null: never).
         branches: M, re-noisings per path (paths).
         path_start: time at which search over paths starts branching.
         path_forward: delta_f, how far forward (noisier) each re-noising goes.
@@ -46,6 +50,8 @@ class SearchConfig:
     candidate_steps: int | None = None
     iterations: int = 1
     step_size: float = 0.1
+    neighbourhood: str = "mix"
+    restart_after: int | None = None
     branches: int = 2
     path_start: float = 0.8
     path_forward: float = 0.1

@@ -10,12 +10,18 @@ models). Each iteration moves the noise n along the gradient's component tangent
 the first-order twin of zero-order search's neighbour ``sqrt(1 - lambda^2) n + lambda z``: a normalised
 step (its length does not depend on the verifier's scale) that keeps ||n|| exactly, so the noise stays
 on the typical sphere of its Gaussian (radius about sqrt(d)) where the model was trained; ReNO adds a
-norm penalty for the same reason. The final noise is denoised again with the sampler's full steps.
+norm penalty for the same reason.
+
+The result is the best iterate, as ReNO keeps it: the noises n_0 (the no-search noise) .. n_K are scored
+with the few-step sampler (n_K with one more forward pass), and the best one is the result, denoised again
+with the sampler's full steps when the few-step sampler has fewer. A step that made the score worse
+therefore never makes the result worse.
 
 Compute. A backward pass through the sampler is counted as ``backward_cost`` x its forward NFEs
-(default 2, an upper bound of the cost measured on digits, see ``BACKWARD_COST``), so
-NFE per sample = iterations x (1 + backward_cost) x forward NFEs of the few-step sampler + full sampler NFEs;
-verifier calls = iterations x (1 + backward_cost) + 1 (the backward through the verifier counted alike).
+(default 2, an upper bound of the cost measured on digits, see ``BACKWARD_COST``), so with F the forward
+NFEs of the few-step sampler, NFE per sample = iterations x (1 + backward_cost) x F + F (the last iterate)
++ the full sampler's NFEs when it is re-denoised; verifier calls = iterations x (1 + backward_cost) + 1
+(+ 1 when re-denoised), the backward through the verifier counted alike.
 """
 
 from __future__ import annotations
@@ -26,9 +32,10 @@ from typing import Any
 
 import torch
 
+from lightning_search.backbones.base import Backbone
 from lightning_search.errors import ConfigurationError
 from lightning_search.sampling.sampler import Sampler
-from lightning_search.search.base import SearchAlgorithm, SearchContext, SearchResult
+from lightning_search.search.base import SearchAlgorithm, SearchContext, SearchResult, gather_rows
 
 # NFEs charged per backward pass, per forward NFE. Measured on digits (digits-m generator, 1-step Heun, batch
 # 250, 1 CPU thread): the backward to the noise alone (the weights need no gradient, autograd.grad skips
@@ -67,15 +74,16 @@ class GradientSearch(SearchAlgorithm):
         self.iterations, self.step_size, self.candidate_steps = iterations, step_size, candidate_steps
         self.backward_cost = backward_cost
 
-    def _forward_nfe(self, sampler: Sampler, prediction_type: str) -> int:
-        return sampler.nfe(self.candidate_steps, prediction_type=prediction_type)
+    def _redenoise(self, sampler: Sampler) -> bool:
+        return self.candidate_steps is not None and self.candidate_steps != sampler.steps
 
-    def nfe_per_sample(self, sampler: Sampler, prediction_type: str = "velocity") -> int:
-        per_iteration = self._forward_nfe(sampler, prediction_type) * (1 + self.backward_cost)
-        return self.iterations * per_iteration + sampler.nfe(prediction_type=prediction_type)
+    def nfe_per_sample(self, sampler: Sampler, backbone: Backbone) -> int:
+        forward = sampler.nfe(backbone, steps=self.candidate_steps)
+        total = self.iterations * forward * (1 + self.backward_cost) + forward
+        return total + (sampler.nfe(backbone) if self._redenoise(sampler) else 0)
 
-    def verifier_calls_per_sample(self) -> int:
-        return self.iterations * (1 + self.backward_cost) + 1
+    def verifier_calls_per_sample(self, sampler: Sampler) -> int:
+        return self.iterations * (1 + self.backward_cost) + 1 + int(self._redenoise(sampler))
 
     def step(self, noise: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
         """One normalised ascent step on the sphere of each noise's own radius: (B, *latent) -> (B, *latent)."""
@@ -90,13 +98,14 @@ class GradientSearch(SearchAlgorithm):
 
     def run(self, ctx: SearchContext, conditions: Sequence[Any], sample_ids: Sequence[int]) -> SearchResult:
         verifier = ctx.verifier
-        if verifier is not None and not getattr(verifier, "differentiable", True):
+        if verifier is not None and (verifier.rank_based or not getattr(verifier, "differentiable", True)):
             raise ConfigurationError(
                 f"gradient search needs a differentiable verifier; {type(verifier).__name__} declares it is not"
             )
         b = len(sample_ids)
         seeds = ctx.seeds(sample_ids, 0, 1)  # the no-search noise: a zero step gives the no-search sample
-        trace: list[list[float]] = [[] for _ in range(b)]
+        steps = self.candidate_steps
+        iterates, x0s, images, scores = [], [], [], []  # n_0 .. n_K, their few-step samples and scores
         nfe = 0
         # Lightning predicts under torch.inference_mode; leave it (and no_grad) locally, and make the
         # noise and the encoded conditions here so that they are ordinary tensors autograd may save
@@ -105,33 +114,51 @@ class GradientSearch(SearchAlgorithm):
             noise = ctx.noise(seeds)[:, 0].clone()
             for _ in range(self.iterations):
                 leaf = noise.detach().requires_grad_(True)
-                _, _, scores, forward = ctx.sample_and_score(leaf[:, None], cond, conditions, self.candidate_steps)
-                if not scores.requires_grad:
+                x0, image, score, forward = ctx.sample_and_score(leaf[:, None], cond, conditions, steps)
+                if not score.requires_grad:
                     raise ConfigurationError(
                         f"gradient search needs a differentiable verifier; {type(verifier).__name__}'s score "
                         "does not depend differentiably on the image"
                     )
                 # samples are independent, so the gradient of the sum is each sample's own gradient;
                 # autograd.grad leaves the networks' weights alone (no weight gradients computed)
-                finite = torch.isfinite(scores)
-                objective = torch.where(finite, scores, torch.zeros_like(scores)).sum()
+                finite = torch.isfinite(score)
+                objective = torch.where(finite, score, torch.zeros_like(score)).sum()
                 (grad,) = torch.autograd.grad(objective, leaf)
                 nfe += forward * (1 + self.backward_cost)
-                for i in range(b):
-                    trace[i].append(float(scores[i, 0].detach()))
+                iterates.append(noise.detach())
+                x0s.append(x0[:, 0].detach())
+                images.append(image[:, 0].detach())
+                scores.append(score[:, 0].detach())
                 noise = self.step(noise.detach(), grad)
         with torch.no_grad():
-            x0, images, scores, final = ctx.sample_and_score(noise[:, None].detach(), cond, conditions, None)
-        score = scores[:, 0]
-        for i in range(b):
-            trace[i].append(float(score[i]))
+            x0, image, score, forward = ctx.sample_and_score(noise[:, None], cond, conditions, steps)
+            nfe += forward
+            iterates.append(noise)
+            x0s.append(x0[:, 0])
+            images.append(image[:, 0])
+            scores.append(score[:, 0])
+            all_scores = torch.stack(scores, dim=1)  # (B, K + 1), NaN already -inf
+            best = all_scores.argmax(dim=1)  # ties: the earliest iterate
+            score = gather_rows(all_scores, best)
+            x0, image = gather_rows(torch.stack(x0s, 1), best), gather_rows(torch.stack(images, 1), best)
+            if self._redenoise(ctx.sampler):
+                winner = gather_rows(torch.stack(iterates, 1), best)
+                final_x0, final_images, final_scores, final = ctx.sample_and_score(
+                    winner[:, None], cond, conditions, None
+                )
+                x0, image, score, nfe = final_x0[:, 0], final_images[:, 0], final_scores[:, 0], nfe + final
+        trace = [[float(v) for v in row] for row in all_scores.cpu().cummax(dim=1).values]  # best so far
+        if self._redenoise(ctx.sampler):
+            for row, final_score in zip(trace, score.tolist()):
+                row.append(final_score)
         return SearchResult(
-            x0=x0[:, 0],
-            images=images[:, 0],
+            x0=x0,
+            images=image,
             score=score.detach().cpu(),
-            nfe=torch.full((b,), nfe + final),
-            verifier_calls=torch.full((b,), self.verifier_calls_per_sample()),
-            chosen=[{"round": self.iterations, "candidate": 0, "seed": s[0]} for s in seeds],
+            nfe=torch.full((b,), nfe),
+            verifier_calls=torch.full((b,), self.verifier_calls_per_sample(ctx.sampler)),
+            chosen=[{"round": int(r), "candidate": 0, "seed": s[0]} for r, s in zip(best.tolist(), seeds)],
             candidate_seeds=seeds,
             trace=trace,
         )

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from lightning_search.backbones.base import Backbone
 from lightning_search.sampling.sampler import Sampler
 from lightning_search.search.base import SearchAlgorithm, SearchContext, SearchResult
 
@@ -16,8 +17,8 @@ class NoSearch(SearchAlgorithm):
 
     needs_verifier = False
 
-    def nfe_per_sample(self, sampler: Sampler, prediction_type: str = "velocity") -> int:
-        return sampler.nfe(prediction_type=prediction_type)
+    def nfe_per_sample(self, sampler: Sampler, backbone: Backbone) -> int:
+        return sampler.nfe(backbone)
 
     def run(self, ctx: SearchContext, conditions: Sequence[Any], sample_ids: Sequence[int]) -> SearchResult:
         seeds = ctx.seeds(sample_ids, 0, 1)

@@ -5,6 +5,10 @@ noisier time (t + delta_f, with the schedule's exact forward kernel), integrated
 (a net step of delta_b - delta_f towards data), and scored on its x0-prediction there (one more NFE);
 the N best of the N x M branches survive. At t = 0 the best of the N finished samples is kept.
 Every step is counted: initial segment, each branch's integration and its x0-prediction.
+
+Times live on the sampler's grid (``sampling/segments.py``): with a diffusers scheduler every time of the
+schedule is rounded to the nearest timestep (a re-noising at least one step, each round at least one step
+of progress), and the re-noising and x0-predictions use the times the segments really reach.
 """
 
 from __future__ import annotations
@@ -14,16 +18,11 @@ from typing import Any
 
 import torch
 
-from lightning_search.backbones.base import cond_repeat
+from lightning_search.backbones.base import Backbone, cond_repeat
 from lightning_search.errors import ConfigurationError
 from lightning_search.sampling.noise import noise_seed
 from lightning_search.sampling.sampler import Sampler
 from lightning_search.search.base import SearchAlgorithm, SearchContext, SearchResult, gather_rows
-
-
-def _segment_steps(steps_per_unit: int, length: float) -> int:
-    """Solver steps for an interval of ``length`` in t, at the sampler's step density."""
-    return max(1, round(steps_per_unit * length))
 
 
 class PathSearch(SearchAlgorithm):
@@ -53,26 +52,27 @@ class PathSearch(SearchAlgorithm):
         self.num_paths, self.branches = num_paths, branches
         self.start, self.forward, self.backward = start, forward, backward
 
-    def schedule(self) -> list[tuple[float, float, float]]:
-        """Rounds as (t, renoised t_up, end t_down): from ``start`` down to 0 by delta_b - delta_f."""
-        rounds, t = [], self.start
+    def schedule(self, sampler: Sampler, backbone: Backbone) -> tuple[float, list[tuple[float, float, float]]]:
+        """(the time branching starts, rounds as (t, re-noised t_up, end t_down)) from ``start`` down to 0
+        by delta_b - delta_f, on the sampler's grid."""
+        t = sampler.snap(backbone, self.start)
+        start, rounds = t, []
         while t > 1e-9:
             # rounded so that float residue (0.15 - 0.15 = 3e-17) does not add a spurious round
-            up = round(min(1.0, t + self.forward), 9)
-            down = round(max(0.0, up - self.backward), 9)
+            up = round(sampler.move(backbone, t, self.forward), 9)
+            down = round(sampler.move(backbone, up, -self.backward), 9)
+            if down >= t:  # a coarse grid rounded the net step away: progress by at least one grid step
+                down = round(sampler.move(backbone, t, self.forward - self.backward), 9)
             rounds.append((t, up, down))
             t = down
-        return rounds
+        return start, rounds
 
-    def nfe_per_sample(self, sampler: Sampler, prediction_type: str = "velocity") -> int:
+    def nfe_per_sample(self, sampler: Sampler, backbone: Backbone) -> int:
         per_x0 = 2 if sampler.guided else 1
-        total = self.num_paths * sampler.nfe(
-            _segment_steps(sampler.steps, 1 - self.start), t_end=self.start, prediction_type=prediction_type
-        )
-        if self.start >= 1:
-            total = 0
-        for _, up, down in self.schedule():
-            seg = sampler.nfe(_segment_steps(sampler.steps, up - down), t_end=down, prediction_type=prediction_type)
+        start, rounds = self.schedule(sampler, backbone)
+        total = self.num_paths * sampler.nfe(backbone, 1.0, start)
+        for _, up, down in rounds:
+            seg = sampler.nfe(backbone, up, down)
             total += self.num_paths * self.branches * (seg + (per_x0 if down > 0 else 0))
         return total
 
@@ -81,22 +81,18 @@ class PathSearch(SearchAlgorithm):
         sampler, backbone = ctx.sampler, ctx.backbone
         cond = ctx.encode(conditions)
         seeds = ctx.seeds(sample_ids, 0, n)
-        x = ctx.noise(seeds)
-        nfe = 0
-        if self.start < 1:
-            out = ctx.integrate(
-                x, cond, steps=_segment_steps(sampler.steps, 1 - self.start), t_start=1.0, t_end=self.start
-            )
-            x, nfe = out.x, out.nfe * n
+        start, rounds = self.schedule(sampler, backbone)
+        out = ctx.integrate(ctx.noise(seeds), cond, t_start=1.0, t_end=start)
+        x, nfe = out.x, out.nfe * n
         trace: list[list[float]] = [[] for _ in range(b)]
         origin = torch.arange(n).repeat(b, 1)  # (B, N): the initial noise each surviving path descends from
         calls = 0
         branch_cond = cond_repeat(cond, n * m)
-        for r, (t, up, down) in enumerate(self.schedule(), start=1):
+        for r, (t, up, down) in enumerate(rounds, start=1):
             eps_seeds = [[noise_seed(ctx.seed, int(s), r, j) for j in range(n * m)] for s in sample_ids]
             eps = ctx.noise(eps_seeds)  # (B, N*M, *latent)
             branches = backbone.schedule.renoise(x.repeat_interleave(m, dim=1), t, up, eps)
-            out = ctx.integrate(branches, cond, steps=_segment_steps(sampler.steps, up - down), t_start=up, t_end=down)
+            out = ctx.integrate(branches, cond, t_start=up, t_end=down)
             nfe += out.nfe * n * m
             if down > 0:
                 flat = out.x.reshape(b * n * m, *out.x.shape[2:])
@@ -114,7 +110,7 @@ class PathSearch(SearchAlgorithm):
                 trace[i].append(float(scores[i, keep[i, 0]]))
         # the survivors of the last round are finished samples (t = 0); the best one was kept first
         final = x[:, 0]
-        images = backbone.decode(final)
+        images = ctx.decode(final[:, None])[:, 0]
         score = torch.tensor([tr[-1] for tr in trace])
         return SearchResult(
             x0=final,

@@ -12,20 +12,21 @@ from typing import Any
 
 import torch
 
+from lightning_search.backbones.base import Backbone
 from lightning_search.errors import ConfigurationError
 from lightning_search.sampling.sampler import Sampler
 from lightning_search.search.base import SearchAlgorithm, SearchContext, SearchResult
 
 
 class RandomSearch(SearchAlgorithm):
-    supports_candidate_sharding = True
-
     """Best of ``num_candidates`` initial noises.
 
     Args:
         num_candidates: N, the noises drawn per sample.
         candidate_steps: solver steps per candidate (None: the sampler's steps, and no re-denoising).
     """
+
+    supports_candidate_sharding = True
 
     def __init__(self, num_candidates: int = 4, candidate_steps: int | None = None) -> None:
         if num_candidates < 1:
@@ -35,11 +36,11 @@ class RandomSearch(SearchAlgorithm):
     def _redenoise(self, sampler: Sampler) -> bool:
         return self.candidate_steps is not None and self.candidate_steps != sampler.steps
 
-    def nfe_per_sample(self, sampler: Sampler, prediction_type: str = "velocity") -> int:
-        final = sampler.nfe(prediction_type=prediction_type)
+    def nfe_per_sample(self, sampler: Sampler, backbone: Backbone) -> int:
+        final = sampler.nfe(backbone)
         if not self._redenoise(sampler):
             return self.num_candidates * final
-        return self.num_candidates * sampler.nfe(self.candidate_steps, prediction_type=prediction_type) + final
+        return self.num_candidates * sampler.nfe(backbone, steps=self.candidate_steps) + final
 
     def run(self, ctx: SearchContext, conditions: Sequence[Any], sample_ids: Sequence[int]) -> SearchResult:
         seeds = ctx.seeds(sample_ids, 0, self.num_candidates)
@@ -55,7 +56,7 @@ class RandomSearch(SearchAlgorithm):
         sharded = self.num_candidates if ctx.sharded else None
         x0, images, scores, _ = ctx.sample_and_score(noise, cond, conditions, steps, sharded)
         best, score, chosen_rows = ctx.pick_best(scores, {"x0": x0, "images": images})
-        nfe = self.num_candidates * ctx.sampler.nfe(steps, prediction_type=ctx.backbone.prediction_type)
+        nfe = self.num_candidates * ctx.sampler.nfe(ctx.backbone, steps=steps)
         calls = self.num_candidates
         best_seeds = [seeds[i][int(c)] for i, c in enumerate(best)]
         trace = [[float(s)] for s in score]  # the search round: the best candidate's score

@@ -21,6 +21,10 @@ particles lose nothing). At t = 0 the verifier scores the finished particles and
 
 NFE per sample = K x (the sampler's steps from 1 to 0, cut at the scheduled times)
 + K x (one x0-prediction per scheduled time) + K x (the re-noise segment per scheduled time).
+
+Times live on the sampler's grid (``sampling/segments.py``): with a diffusers scheduler the scheduled times
+are rounded to the nearest timesteps and a re-noising goes at least one timestep; resampling, re-noising and
+x0-predictions use the times the segments really reach.
 """
 
 from __future__ import annotations
@@ -30,12 +34,11 @@ from typing import Any
 
 import torch
 
-from lightning_search.backbones.base import cond_repeat
+from lightning_search.backbones.base import Backbone, cond_repeat
 from lightning_search.errors import ConfigurationError
 from lightning_search.sampling.noise import noise_seed
 from lightning_search.sampling.sampler import Sampler
 from lightning_search.search.base import SearchAlgorithm, SearchContext, SearchResult, gather_rows
-from lightning_search.search.paths import _segment_steps
 
 POTENTIALS = ("difference", "max", "sum")
 RESAMPLING = ("multinomial", "systematic")
@@ -125,24 +128,26 @@ class SMCSearch(SearchAlgorithm):
         self.num_particles, self.times, self.potential, self.lam = num_particles, times, potential, lam
         self.resampling, self.ess_threshold, self.renoise = resampling, ess_threshold, renoise
 
-    def segments(self) -> list[tuple[float, float]]:
-        """The integration segments (t_start, t_end) from 1 to 0, cut at the scheduled times."""
-        cuts = [1.0, *self.times, 0.0]
-        return list(zip(cuts[:-1], cuts[1:]))
+    def schedule(self, sampler: Sampler, backbone: Backbone) -> list[tuple[float, float, float | None]]:
+        """Segments as (t_start, t_end, re-noised t_up or None) from 1 to 0, cut at the scheduled times
+        rounded to the sampler's grid; after a cut at t_end > 0 the particles are resampled there."""
+        cuts = sorted({sampler.snap(backbone, t) for t in self.times} - {0.0}, reverse=True)
+        points = [1.0, *cuts, 0.0]
+        plan = []
+        for start, end in zip(points[:-1], points[1:]):
+            up = round(sampler.move(backbone, end, self.renoise), 9) if self.renoise > 0 and end > 0 else None
+            plan.append((start, end, up))
+        return plan
 
-    def _renoise_to(self, t: float) -> float:
-        return round(min(1.0, t + self.renoise), 9)
-
-    def nfe_per_sample(self, sampler: Sampler, prediction_type: str = "velocity") -> int:
+    def nfe_per_sample(self, sampler: Sampler, backbone: Backbone) -> int:
         k, per_x0 = self.num_particles, 2 if sampler.guided else 1
         total = 0
-        for start, end in self.segments():
-            total += k * sampler.nfe(_segment_steps(sampler.steps, start - end), end, prediction_type)
-        for t in self.times:
-            total += k * per_x0
-            if self.renoise > 0:
-                up = self._renoise_to(t)
-                total += k * sampler.nfe(_segment_steps(sampler.steps, up - t), t, prediction_type)
+        for start, end, up in self.schedule(sampler, backbone):
+            total += k * sampler.nfe(backbone, start, end)
+            if end > 0:
+                total += k * per_x0
+            if up is not None:
+                total += k * sampler.nfe(backbone, up, end)
         return total
 
     def resample(
@@ -180,8 +185,8 @@ class SMCSearch(SearchAlgorithm):
         origin = torch.arange(k).repeat(b, 1)  # (B, K): the initial noise each particle descends from
         trace: list[list[float]] = [[] for _ in range(b)]
         nfe = calls = 0
-        for r, (start, end) in enumerate(self.segments()):
-            out = ctx.integrate(x, cond, steps=_segment_steps(sampler.steps, start - end), t_start=start, t_end=end)
+        for r, (start, end, up) in enumerate(self.schedule(sampler, backbone)):
+            out = ctx.integrate(x, cond, t_start=start, t_end=end)
             x, nfe = out.x, nfe + out.nfe * k
             if end <= 0:
                 break
@@ -211,11 +216,10 @@ class SMCSearch(SearchAlgorithm):
             origin = torch.gather(origin, 1, ancestors)
             # after a resampling the copies are equally weighted; rows left alone keep their weights
             log_w = torch.where(resampled.to(device)[:, None], torch.zeros_like(log_w), log_w)
-            if self.renoise > 0:
-                up = self._renoise_to(end)
+            if up is not None:
                 eps = ctx.noise([[noise_seed(ctx.seed, int(s), r + 1, j) for j in range(k)] for s in sample_ids])
                 x = backbone.schedule.renoise(x, end, up, eps)
-                back = ctx.integrate(x, cond, steps=_segment_steps(sampler.steps, up - end), t_start=up, t_end=end)
+                back = ctx.integrate(x, cond, t_start=up, t_end=end)
                 x, nfe = back.x, nfe + back.nfe * k
         images = ctx.decode(x)
         scores = ctx.score(images, conditions)

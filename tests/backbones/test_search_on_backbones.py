@@ -47,7 +47,7 @@ def test_random_search_picks_the_best_candidate(request, family):
             final = backbone.decode(sampler.sample(backbone, noise[i, best : best + 1], one).x)
             torch.testing.assert_close(result.images[i], final[0], atol=1e-5, rtol=1e-5)
     per_step = 2 if sampler.guided else 1
-    assert result.nfe.tolist() == [(3 * 2 + 3) * per_step] * 2 == [search.nfe_per_sample(sampler)] * 2
+    assert result.nfe.tolist() == [(3 * 2 + 3) * per_step] * 2 == [search.nfe_per_sample(sampler, backbone)] * 2
     assert result.images.shape == (2, 3, backbone.height, backbone.width)
 
 
@@ -61,7 +61,7 @@ def test_paths_and_zero_order_search_count_every_nfe(request, family):
     ):
         with torch.no_grad():
             result = search.run(ctx, conditions, [5, 6])
-        assert result.nfe.tolist() == [search.nfe_per_sample(sampler, backbone.prediction_type)] * 2
+        assert result.nfe.tolist() == [search.nfe_per_sample(sampler, backbone)] * 2
         assert 0 <= result.images.min() and result.images.max() <= 1
 
 
@@ -71,10 +71,10 @@ def test_renoising_uses_the_backbone_schedule(sd, flux):
     abar = sd.scheduler.alphas_cumprod.double()
     a_a, a_b = abar[399].sqrt(), abar[699].sqrt()  # t = 0.4 and 0.7
     expected = (a_b / a_a) * x + ((1 - abar[699]) - (a_b / a_a) ** 2 * (1 - abar[399])).sqrt() * eps
-    torch.testing.assert_close(Sampler().renoise(sd, x, 0.4, 0.7, eps), expected.float(), atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(sd.schedule.renoise(x, 0.4, 0.7, eps), expected.float(), atol=1e-6, rtol=1e-5)
     x, eps = torch.randn(1, *flux.latent_shape), torch.randn(1, *flux.latent_shape)
     expected = (0.3 / 0.6) * x + (0.7**2 - (0.3 / 0.6) ** 2 * 0.4**2) ** 0.5 * eps
-    torch.testing.assert_close(Sampler().renoise(flux, x, 0.4, 0.7, eps), expected, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(flux.schedule.renoise(x, 0.4, 0.7, eps), expected, atol=1e-6, rtol=1e-5)
 
 
 def test_self_supervised_verifier_guides_search_on_pixart(pixart):

@@ -9,7 +9,6 @@ import torch
 from lightning_search.backbones.stable_diffusion import StableDiffusionBackbone
 from lightning_search.errors import CheckpointError, ConfigurationError, UnknownNameError
 from lightning_search.sampling import Sampler
-from lightning_search.sampling.scheduler import plan_window
 from tests.backbones.helpers import PARITY_ATOL, PROMPTS, framework_images, max_abs_diff, noise_for
 
 
@@ -94,11 +93,11 @@ def test_single_step_schedulers_stop_and_resume_exactly(sd, scheduler):
     sd.set_scheduler(scheduler)
     cond, noise = sd.encode_conditions(PROMPTS), noise_for(sd, 2, seed=5)
     sampler = Sampler(solver="scheduler", steps=8, guidance_scale=3.0)
-    _, _, times = plan_window(sd, 1.0, 0.0, 8)
+    times = sampler.grid(sd)
     with torch.no_grad():
         whole = sampler.sample(sd, noise, cond).x
-        first = sampler.sample(sd, noise, cond, t_end=times[3], steps=3)
-        second = sampler.sample(sd, first.x, cond, t_start=times[3], steps=5)
+        first = sampler.sample(sd, noise, cond, t_end=times[3])
+        second = sampler.sample(sd, first.x, cond, t_start=times[3])
     assert first.nfe + second.nfe == 16
     torch.testing.assert_close(second.x, whole, atol=1e-5, rtol=1e-5)
 
@@ -111,11 +110,11 @@ def test_multistep_history_restarts_at_each_call(sd):
     sd.set_scheduler("dpmsolver++")
     cond, noise = sd.encode_conditions(PROMPTS), noise_for(sd, 2, seed=6)
     sampler = Sampler(solver="scheduler", steps=6)
-    _, _, times = plan_window(sd, 1.0, 0.0, 6)
+    times = sampler.grid(sd)
     with torch.no_grad():
         whole = sampler.sample(sd, noise, cond).x
-        first = sampler.sample(sd, noise, cond, t_end=times[2], steps=2)
-        split = sampler.sample(sd, first.x, cond, t_start=times[2], steps=4).x
+        first = sampler.sample(sd, noise, cond, t_end=times[2])
+        split = sampler.sample(sd, first.x, cond, t_start=times[2]).x
         scheduler = DPMSolverMultistepScheduler.from_config(sd.scheduler.config)
         scheduler.set_timesteps(6)
         x = noise.clone()

@@ -80,7 +80,8 @@ def test_paths_search_keeps_the_best_branch():
     n, m = 2, 3
     ctx = toy_context()
     algorithm = PathSearch(num_paths=n, branches=m, start=0.1, forward=0.05, backward=0.15)
-    assert algorithm.schedule() == [(0.1, pytest.approx(0.15), 0.0)]
+    start, rounds = algorithm.schedule(ctx.sampler, ctx.backbone)
+    assert (start, rounds) == (0.1, [(0.1, pytest.approx(0.15), 0.0)])
     result = algorithm.run(ctx, [0.0] * len(IDS), IDS)
     schedule = ctx.backbone.schedule
     for i, sid in enumerate(IDS):
@@ -148,7 +149,7 @@ def test_reported_nfe_equals_counted_forward_passes(config, guidance, solver):
     result = algorithm.run(ctx, [0.5] * len(IDS), IDS)
     counted = ctx.backbone.rows_seen / len(IDS)  # guided calls carry doubled batches: 2 NFE per sample
     assert result.nfe.tolist() == [counted] * len(IDS)
-    assert counted == algorithm.nfe_per_sample(sampler, "velocity")
+    assert counted == algorithm.nfe_per_sample(sampler, ctx.backbone)
     if config.algorithm != "none":
         assert ctx.verifier.images_scored == result.verifier_calls.sum().item()
 

@@ -103,15 +103,19 @@ def test_reported_nfe_counts_forward_and_backward_passes(steps, guidance, solver
     assert backward > 0
     counted = forward + BACKWARD_COST * backward
     assert result.nfe.tolist() == [counted] * len(IDS)
-    assert counted == algorithm.nfe_per_sample(sampler, "velocity")
-    # verifier: 1 forward per iteration (plus backward_cost charged for its backward) and the final scoring
-    assert ctx.verifier.images_scored == len(IDS) * (2 + 1)
-    assert result.verifier_calls.tolist() == [2 * (1 + BACKWARD_COST) + 1] * len(IDS)
+    assert counted == algorithm.nfe_per_sample(sampler, backbone)
+    # verifier: 1 forward per iteration (plus backward_cost charged for its backward), the last iterate, and
+    # the final scoring of the re-denoised best iterate
+    redenoised = int(steps is not None and steps != sampler.steps)
+    assert ctx.verifier.images_scored == len(IDS) * (2 + 1 + redenoised)
+    assert result.verifier_calls.tolist() == [2 * (1 + BACKWARD_COST) + 1 + redenoised] * len(IDS)
 
 
-def test_digits_one_step_budget_is_16_nfe():
-    # one gradient step through a 1-step Heun sampler (2 NFE forward + 2 x 2 backward) + the 10-NFE final
-    assert GradientSearch(iterations=1, candidate_steps=1).nfe_per_sample(Sampler("heun", steps=5)) == 16
+def test_digits_one_step_budget_is_18_nfe():
+    # one gradient step through a 1-step Heun sampler (2 NFE forward + 2 x 2 backward), the last iterate's
+    # 2-NFE forward (to compare it with the first), + the 10-NFE final sample of the best iterate
+    search = GradientSearch(iterations=1, candidate_steps=1)
+    assert search.nfe_per_sample(Sampler("heun", steps=5), ContractingBackbone()) == 18
 
 
 def test_a_verifier_without_gradients_is_rejected():

@@ -13,7 +13,7 @@ from lightning_search.search.smc import (
     normalise_log_weights,
     systematic_resample,
 )
-from tests.sampling.helpers import MeanVerifier
+from tests.sampling.helpers import MeanVerifier, ZeroVelocityBackbone
 from tests.search.test_algorithms import IDS, SHAPE, mean_score, toy_context
 
 WEIGHTS = torch.tensor([0.05, 0.10, 0.15, 0.30, 0.40])
@@ -165,7 +165,7 @@ def test_reported_nfe_equals_counted_forward_passes(config, guidance, solver):
     result = algorithm.run(ctx, [0.5] * len(IDS), IDS)
     counted = ctx.backbone.rows_seen / len(IDS)
     assert result.nfe.tolist() == [counted] * len(IDS)
-    assert counted == algorithm.nfe_per_sample(sampler, "velocity")
+    assert counted == algorithm.nfe_per_sample(sampler, ctx.backbone)
     assert ctx.verifier.images_scored == result.verifier_calls.sum().item()
     assert result.verifier_calls.tolist() == [config.num_candidates * (len(config.smc_times) + 1)] * len(IDS)
 
@@ -173,7 +173,7 @@ def test_reported_nfe_equals_counted_forward_passes(config, guidance, solver):
 def test_digits_budget_of_ten_particles_is_160_nfe():
     # the sweep's matched-NFE point: Heun x 5 steps, resampling at 0.6 and 0.2, re-noising by 0.1
     # 10 x (10 path + 2 x 1 x0-predictions + 2 x 2 re-noise segments) = 160
-    assert SMCSearch(num_particles=10).nfe_per_sample(Sampler("heun", steps=5)) == 160
+    assert SMCSearch(num_particles=10).nfe_per_sample(Sampler("heun", steps=5), ZeroVelocityBackbone()) == 160
 
 
 @pytest.mark.parametrize(
