@@ -107,7 +107,7 @@ class DiTBackbone(PipelineBackbone):
         net = self.transformer
         timestep = torch.as_tensor(timestep, device=x.device)
         timestep = (timestep[None] if timestep.dim() == 0 else timestep).expand(x.shape[0])
-        out = net(x.to(net.dtype), timestep=timestep, class_labels=cond["pos"]).sample
+        out = net(x.to(net.dtype), timestep=timestep, class_labels=cond["pos"], return_dict=False)[0]
         channels = net.config.in_channels
         return out[:, :channels] if net.config.out_channels // 2 == channels else out
 

@@ -40,7 +40,7 @@ SUPPORTED = tuple(SCHEDULER_NAMES.values())
 
 def check_scheduler(backbone: Backbone) -> Any:
     """The backbone's scheduler template, or an error saying how to choose a supported one."""
-    if not isinstance(backbone, SchedulerDriven):
+    if not isinstance(backbone, SchedulerDriven) or backbone.scheduler is None:
         raise ConfigurationError(
             f"solver='scheduler' needs a backbone built on a diffusers pipeline; {type(backbone).__name__} has "
             "no scheduler: use solver euler, heun or ddim"
