@@ -1,4 +1,5 @@
-"""``lightning-search``: LightningCLI's fit / validate / test / predict, plus sweep, report and compare.
+"""``lightning-search``: LightningCLI's fit / validate / test / predict, plus sweep, report, compare and
+serve-verifier.
 
     lightning-search fit --config recipes/digits/fit.yaml
     lightning-search predict --config recipes/digits/search.yaml --ckpt_path runs/digits/generator/last.ckpt \
@@ -19,7 +20,7 @@ from lightning_search.errors import CheckpointError, LightningSearchError
 from lightning_search.search.config import SearchConfig
 from lightning_search.verifiers.base import Verifier
 
-EXTRA_COMMANDS = ("sweep", "report", "compare")
+EXTRA_COMMANDS = ("sweep", "report", "compare", "serve-verifier")
 
 
 class LightningSearchCLI(LightningCLI):
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
         if args and args[0] in EXTRA_COMMANDS:
             from lightning_search import commands
 
-            getattr(commands, args[0])(args[1:])
+            getattr(commands, args[0].replace("-", "_"))(args[1:])
         else:
             LightningSearchCLI(args=argv)
     except Exception as err:

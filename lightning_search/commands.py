@@ -1,4 +1,5 @@
-"""Commands beyond LightningCLI's: ``sweep`` (many predicts in one process), ``report``, ``compare``."""
+"""Commands beyond LightningCLI's: ``sweep`` (many predicts in one process), ``report``, ``compare``,
+``serve-verifier`` (a verifier behind HTTP for ``RemoteVerifier``)."""
 
 from __future__ import annotations
 
@@ -193,3 +194,27 @@ def compare(argv: list[str]) -> None:
         r["name"]: {k: round(v, 3) for k, v in r.items() if k.startswith("score/") and v is not None} for r in rows
     }
     rank_zero_info(f"wrote {out or 'runs/compare'}/report.md, report.html: {shown}")
+
+
+def serve_verifier(argv: list[str]) -> None:
+    """Serve a verifier behind the remote-verifier protocol (POST /score, GET /health) until interrupted.
+
+        lightning-search serve-verifier --config verifier.yaml --host 127.0.0.1 --port 8000 --device cuda
+
+    verifier.yaml gives the verifier as class_path / init_args; a run reaches it with
+    `lightning_search.verifiers.RemoteVerifier(url=http://host:port)`.
+    """
+    import logging
+
+    from lightning_search.verifiers.server import load_verifier_config, serve
+
+    parser = ArgumentParser(prog="lightning-search serve-verifier", description=serve_verifier.__doc__)
+    parser.add_argument("--config", required=True, help="YAML with the verifier's class_path / init_args")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0: every interface)")
+    parser.add_argument("--port", type=int, default=8000, help="port to bind (0: any free port)")
+    parser.add_argument("--device", default="cpu", help="the verifier's device (cpu, cuda, cuda:1, ...)")
+    parser.add_argument("--token_env", type=str | None, default="LS_VERIFIER_TOKEN",
+                        help="environment variable holding the token clients must send (unset: none)")  # fmt: skip
+    cfg = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    serve(load_verifier_config(cfg.config), cfg.host, cfg.port, cfg.token_env, cfg.device)

@@ -1,9 +1,23 @@
 """Prompt sets for text-to-image prediction, read with Hugging Face ``datasets``.
 
 Built in (shipped in ``lightning_search/data/prompts/``, sources and licences in ``SOURCES.md`` there):
-``drawbench`` (200 prompts, 11 categories; Saharia et al. 2022) and ``t2i_compbench`` (the 2,400 validation
-prompts of T2I-CompBench, 8 categories; Huang et al. 2023, MIT). Any CSV / JSONL / JSON / parquet file or hub
-data set with a prompt column works the same way.
+
+| name | prompts | categories | per-prompt metadata (in the condition) |
+|---|---|---|---|
+| ``drawbench`` | 200 | 11 (Saharia et al. 2022) | none |
+| ``t2i_compbench`` | 2,400 (validation) | 8 (Huang et al. 2023) | none |
+| ``geneval`` | 553 | 6 ``tag`` values (Ghosh et al. 2023) | ``tag``, ``include``, ``exclude`` |
+| ``dpg_bench`` | 1,065 | 12 ``item_id`` prefixes (Hu et al. 2024) | ``item_id`` (the image name DPG's scorer expects) |
+| ``parti`` | 1,632 | 12 ``Category`` values (Yu et al. 2022) | ``Category``, ``Challenge``, ``Note`` |
+
+Any CSV / TSV / JSONL / JSON / parquet file or hub data set with a prompt column works the same way.
+
+Conditions are the prompt strings, or dicts when there is more to say: ``{"prompt": ..., <metadata column>:
+value, ..., "negative_prompt": ...}`` (JSON values, so records stay JSON). Backbones read ``prompt`` and
+``negative_prompt``; verifiers read the prompt with ``condition_text`` and judges that need more (GenEval's
+object/count/colour/position checks) read the metadata keys. A metadata cell that is null in the source (the
+``exclude`` of GenEval's non-counting rows) is left out of the dict, so a GenEval condition is exactly the
+source's JSON object.
 
 Sample ids are stable: prompt row r of the source (its position before any filtering) with sample j of
 ``samples_per_prompt`` has id ``r * samples_per_prompt + j``. Filtering by category or limiting the number
@@ -12,7 +26,11 @@ of prompts therefore never renumbers the samples that remain, so runs can be sha
 
 from __future__ import annotations
 
+import copy
+import csv
+import re
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -21,8 +39,53 @@ from lightning_search.data.conditions import ConditionDataModule, ConditionDatas
 from lightning_search.errors import ConfigurationError, UnknownNameError
 
 PROMPT_DIR = Path(__file__).parent / "prompts"
-BUILTIN_PROMPT_SETS: dict[str, str] = {"drawbench": "drawbench.csv", "t2i_compbench": "t2i_compbench_val.csv"}
-FILE_FORMATS: dict[str, str] = {".csv": "csv", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+FILE_FORMATS: dict[str, str] = {".csv": "csv", ".tsv": "csv", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+
+
+def dpg_category(item_id: str) -> str:
+    """DPG-Bench's only grouping: the prompt file's name without its number (``partiprompts12`` ->
+    ``partiprompts``); the purely numeric ids (0 to 299) are called ``numeric`` here."""
+    prefix = re.match(r"[^\d]*", item_id).group(0)
+    return prefix or "numeric"
+
+
+@dataclass(frozen=True)
+class PromptSet:
+    """How a built-in prompt set is read: its file in ``PROMPT_DIR``, the ``datasets`` builder and its
+    options, which columns hold the prompt and the category, and which go into the condition as metadata.
+    ``derived`` adds columns computed from another one: {new column: (source column, function)}."""
+
+    file: str
+    builder: str = "csv"
+    options: dict[str, Any] = field(default_factory=dict)
+    prompt_column: str = "prompt"
+    category_column: str = "category"
+    metadata_columns: tuple[str, ...] = ()
+    derived: dict[str, tuple[str, Any]] = field(default_factory=dict)
+
+
+# keep_default_na=False: pandas (under datasets' csv builder) would otherwise read a prompt "NA" / "None" as null.
+# Parti: quoting off (csv.QUOTE_NONE), or the leading quotes of '"G I G G L E" painted ...' would be eaten.
+BUILTIN_PROMPT_SETS: dict[str, PromptSet] = {
+    "drawbench": PromptSet("drawbench.csv", options={"keep_default_na": False}),
+    "t2i_compbench": PromptSet("t2i_compbench_val.csv", options={"keep_default_na": False}),
+    "geneval": PromptSet(
+        "geneval.jsonl", "json", category_column="tag", metadata_columns=("tag", "include", "exclude")
+    ),
+    "dpg_bench": PromptSet(
+        "dpg_bench.csv",
+        options={"keep_default_na": False},
+        metadata_columns=("item_id",),
+        derived={"category": ("item_id", dpg_category)},
+    ),
+    "parti": PromptSet(
+        "parti_prompts.tsv",
+        options={"delimiter": "\t", "quoting": csv.QUOTE_NONE, "keep_default_na": False},
+        prompt_column="Prompt",
+        category_column="Category",
+        metadata_columns=("Category", "Challenge", "Note"),
+    ),
+}
 
 
 def load_prompt_table(source: str, split: str = "train", revision: str | None = None):
@@ -30,14 +93,19 @@ def load_prompt_table(source: str, split: str = "train", revision: str | None = 
     import datasets
 
     if source in BUILTIN_PROMPT_SETS:
-        path = PROMPT_DIR / BUILTIN_PROMPT_SETS[source]
-        return datasets.load_dataset("csv", data_files=str(path), split="train")
+        spec = BUILTIN_PROMPT_SETS[source]
+        path = PROMPT_DIR / spec.file
+        table = datasets.load_dataset(spec.builder, data_files=str(path), split="train", **spec.options)
+        for column, (origin, function) in spec.derived.items():
+            table = table.add_column(column, [function(value) for value in table[origin]])
+        return table
     path = Path(source).expanduser()
     suffix = path.suffix.lower()
     if suffix in FILE_FORMATS:
         if not path.is_file():
             raise ConfigurationError(f"prompt file {str(path)!r} does not exist")
-        return datasets.load_dataset(FILE_FORMATS[suffix], data_files=str(path), split="train")
+        options = {"delimiter": "\t"} if suffix == ".tsv" else {}
+        return datasets.load_dataset(FILE_FORMATS[suffix], data_files=str(path), split="train", **options)
     if "/" not in source:
         raise UnknownNameError("prompt set", source, BUILTIN_PROMPT_SETS)
     try:
@@ -54,10 +122,14 @@ class PromptDataModule(ConditionDataModule):
     """Prompts to sample for (``lightning-search predict``), each ``samples_per_prompt`` times.
 
     Args:
-        source: ``drawbench``, ``t2i_compbench``, a .csv / .jsonl / .json / .parquet file, or a hub data set id.
-        prompt_column: the column holding the prompts.
-        category_column: the column holding categories (None: no categories).
+        source: a built-in set (``drawbench``, ``t2i_compbench``, ``geneval``, ``dpg_bench``, ``parti``), a
+            .csv / .tsv / .jsonl / .json / .parquet file, or a hub data set id.
+        prompt_column: the column holding the prompts (None: the built-in set's, else ``prompt``).
+        category_column: the column holding categories (None: the built-in set's, else ``category`` if the
+            source has one; no categories otherwise).
         categories: keep only prompts of these categories.
+        metadata_columns: columns copied into each condition dict (None: the built-in set's, none for other
+            sources; ``[]``: plain prompt strings even for a built-in set).
         limit: keep only the first ``limit`` prompts (after the category filter).
         negative_prompt: one negative prompt for every sample (conditions become dicts).
         negative_prompt_column: or a column of per-prompt negative prompts (empty cells: none).
@@ -65,16 +137,17 @@ class PromptDataModule(ConditionDataModule):
         split, revision: for hub data sets.
         predict_batch_size: conditions per predict step (search multiplies them by its candidates).
 
-    Conditions are the prompt strings, or ``{"prompt": ..., "negative_prompt": ...}`` with a negative prompt;
-    each batch also carries ``category`` when there is a category column.
+    Conditions are the prompt strings, or dicts ``{"prompt": ..., <metadata>..., "negative_prompt": ...}``
+    with metadata or a negative prompt; each batch also carries ``category`` when there is a category column.
     """
 
     def __init__(
         self,
         source: str = "drawbench",
-        prompt_column: str = "prompt",
-        category_column: str | None = "category",
+        prompt_column: str | None = None,
+        category_column: str | None = None,
         categories: list[str] | None = None,
+        metadata_columns: list[str] | None = None,
         limit: int | None = None,
         negative_prompt: str | None = None,
         negative_prompt_column: str | None = None,
@@ -96,43 +169,65 @@ class PromptDataModule(ConditionDataModule):
         self.save_hyperparameters()
         self.predict_batch_size = predict_batch_size
 
+    def _columns(self) -> tuple[str, str | None, list[str]]:
+        """The prompt column, category column and metadata columns, defaults resolved for the source."""
+        hp = self.hparams
+        spec = BUILTIN_PROMPT_SETS.get(hp.source)
+        prompt = hp.prompt_column or (spec.prompt_column if spec else "prompt")
+        category = hp.category_column or (spec.category_column if spec else "category")
+        metadata = (
+            hp.metadata_columns if hp.metadata_columns is not None else list(spec.metadata_columns if spec else [])
+        )
+        return prompt, category, list(metadata)
+
     @cached_property
     def rows(self) -> list[dict[str, Any]]:
-        """The kept prompt rows: {row, prompt, category, negative_prompt}, in source order."""
+        """The kept prompt rows: {row, prompt, category, metadata, negative_prompt}, in source order."""
         hp = self.hparams
+        prompt_column, category_column, metadata_columns = self._columns()
         table = load_prompt_table(hp.source, hp.split, hp.revision)
         columns = list(table.column_names)
-        wanted = [hp.prompt_column]
+        wanted = [prompt_column, *metadata_columns]
         if hp.negative_prompt_column is not None:
             wanted.append(hp.negative_prompt_column)
         if hp.categories is not None:
-            if hp.category_column is None:
-                raise ConfigurationError("categories= needs a category_column")
-            wanted.append(hp.category_column)
+            wanted.append(category_column)
         for column in wanted:
             if column not in columns:
                 raise ConfigurationError(
                     f"prompt set {hp.source!r} has no column {column!r}; its columns: {', '.join(columns)}"
                 )
-        has_category = hp.category_column is not None and hp.category_column in columns
+        if "prompt" in metadata_columns or "negative_prompt" in metadata_columns:
+            raise ConfigurationError("metadata_columns cannot hold 'prompt' or 'negative_prompt' (condition keys)")
+        has_category = category_column in columns
         data = table.to_dict()
         rows = []
-        for r, prompt in enumerate(data[hp.prompt_column]):
-            category = data[hp.category_column][r] if has_category else None
+        for r, prompt in enumerate(data[prompt_column]):
+            category = data[category_column][r] if has_category else None
             if hp.categories is not None and category not in hp.categories:
                 continue
             negative = hp.negative_prompt
             if hp.negative_prompt_column is not None:
                 negative = data[hp.negative_prompt_column][r] or None
-            rows.append({"row": r, "prompt": str(prompt), "category": category, "negative_prompt": negative})
+            # a null cell (a key absent from that JSON line) stays absent from the condition
+            metadata = {c: data[c][r] for c in metadata_columns if data[c][r] is not None}
+            rows.append(
+                {
+                    "row": r,
+                    "prompt": str(prompt),
+                    "category": category,
+                    "metadata": metadata,
+                    "negative_prompt": negative,
+                }
+            )
         if hp.categories is not None and not rows:
-            found = sorted({str(c) for c in data[hp.category_column]})
+            found = sorted({str(c) for c in data[category_column]})
             raise ConfigurationError(
                 f"no prompt of {hp.source!r} is in categories {hp.categories}; its categories: {', '.join(found)}"
             )
         return rows[: hp.limit] if hp.limit is not None else rows
 
-    def conditions(self) -> list[str | dict[str, str]]:
+    def conditions(self) -> list[str | dict[str, Any]]:
         """One condition per kept prompt (before repetition by ``samples_per_prompt``)."""
         return [_condition(row) for row in self.rows]
 
@@ -148,10 +243,13 @@ class PromptDataModule(ConditionDataModule):
         return ConditionDataset(conditions, ids, extras)
 
 
-def _condition(row: dict[str, Any]) -> str | dict[str, str]:
-    if row["negative_prompt"] is None:
+def _condition(row: dict[str, Any]) -> str | dict[str, Any]:
+    if row["negative_prompt"] is None and not row["metadata"]:
         return row["prompt"]
-    return {"prompt": row["prompt"], "negative_prompt": row["negative_prompt"]}
+    condition = {"prompt": row["prompt"], **copy.deepcopy(row["metadata"])}  # no lists shared between samples
+    if row["negative_prompt"] is not None:
+        condition["negative_prompt"] = row["negative_prompt"]
+    return condition
 
 
 def builtin_prompts(name: str, categories: Sequence[str] | None = None) -> list[str]:

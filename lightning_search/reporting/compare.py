@@ -112,10 +112,24 @@ def write_grid(path: Path, names: Sequence[str], run_dirs: Sequence[Path], per_c
     save_comparison_grid(path, panels, per_condition, max_conditions)
 
 
+def _scroll(table: str) -> str:
+    """A wide table scrolls sideways inside its own box instead of widening the page."""
+    return f'<div class="scroll">{table}</div>'
+
+
 def _html_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(r.get(c)))}</td>" for c in columns) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return _scroll(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+
+
+def _html_condition(condition: Any) -> str:
+    """A prompt as text; a dict condition (negative prompt, GenEval metadata) shows its prompt, the whole JSON
+    on hover."""
+    if isinstance(condition, dict) and isinstance(condition.get("prompt"), str):
+        full = json.dumps(condition, ensure_ascii=False)
+        return f'<span title="{html.escape(full)}">{html.escape(condition["prompt"])}</span>'
+    return html.escape(str(condition))
 
 
 def _html_samples(out: Path, names: Sequence[str], run_dirs: Sequence[Path], shown: int, max_conditions: int) -> str:
@@ -127,19 +141,38 @@ def _html_samples(out: Path, names: Sequence[str], run_dirs: Sequence[Path], sho
     lines = []
     for sid in ids:
         cells = []
-        for run, recs in zip(run_dirs, by_id):
+        for name, run, recs in zip(names, run_dirs, by_id):
             record = recs[sid]
             src = Path(os.path.relpath(Path(run) / "predictions" / record["image"], out)).as_posix()
-            scores = ", ".join(f"{k} {_fmt(v)}" for k, v in sorted((record.get("scores") or {}).items()))
-            cells.append(f'<td><img src="{html.escape(src)}" title="{html.escape(scores)}"><br>{scores}</td>')
-        condition = html.escape(str(by_id[0][sid]["condition"]))
-        lines.append(f"<tr><td>{sid}</td><td>{condition}</td>{''.join(cells)}</tr>")
-    return f"<table class=samples><thead><tr>{head}</tr></thead><tbody>{''.join(lines)}</tbody></table>"
+            scores = [f"{k} {_fmt(v)}" for k, v in sorted((record.get("scores") or {}).items())]
+            alt = f"{name}, sample {sid}"
+            cells.append(
+                f'<td><img src="{html.escape(src)}" alt="{html.escape(alt)}" title="{html.escape(", ".join(scores))}">'
+                f"<br>{'<br>'.join(html.escape(line) for line in scores)}</td>"
+            )
+        condition = _html_condition(by_id[0][sid]["condition"])
+        lines.append(f'<tr><td>{sid}</td><td class="condition">{condition}</td>{"".join(cells)}</tr>')
+    return _scroll(f'<table class="samples"><thead><tr>{head}</tr></thead><tbody>{"".join(lines)}</tbody></table>')
 
 
-STYLE = """body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin:1em 0}
-td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px;text-align:right}
-.samples img{width:64px;image-rendering:pixelated}.samples td{text-align:center;font-size:10px}"""
+# The page fits any window from phone width up: images and plots scale down to the text column (max-width:
+# 100%, height from the aspect ratio; a click opens the full size), wide tables scroll sideways inside their
+# own .scroll box, long words and prompts wrap, so the page itself never scrolls horizontally.
+STYLE = """*,*::before,*::after{box-sizing:border-box}
+body{font-family:sans-serif;margin:0;padding:1em 2em;overflow-wrap:anywhere}
+@media (max-width:800px){body{padding:.5em .75em}}
+img{max-width:100%;height:auto}
+figure{margin:1em 0}figure img{display:block}
+.scroll{max-width:100%;overflow-x:auto;margin:1em 0}
+table{border-collapse:collapse}
+td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px;text-align:right;white-space:nowrap}
+.samples img{width:64px;max-width:none;image-rendering:pixelated}
+.samples td{text-align:center;font-size:10px}
+.samples td.condition{text-align:left;white-space:normal;min-width:14em;max-width:24em}"""
+
+
+def _figure(src: str, alt: str) -> str:
+    return f'<figure><a href="{src}"><img src="{src}" alt="{html.escape(alt)}"></a></figure>'
 
 
 def write_comparison(
@@ -183,12 +216,14 @@ def write_comparison(
     ]
     atomic_write_text(out / "report.md", "\n".join(text) + "\n")
     page = [
-        f"<!doctype html><html><head><meta charset=utf-8><title>{html.escape(title)}</title>",
+        f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{html.escape(title)}</title>",
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>",
         _html_table(rows, columns),
-        '<h2>Scores and metrics</h2><img src="bars.png" alt="bar plot">',
+        "<h2>Scores and metrics</h2>",
+        _figure("bars.png", "bar plot of every verifier score and metric per run"),
         f"<h2>Same conditions and seeds</h2><p>left to right: {html.escape(', '.join(names))}</p>",
-        '<img src="grid.png" alt="comparison grid">',
+        _figure("grid.png", "comparison grid"),
         "<h2>Sample by sample</h2>",
         _html_samples(out, names, run_dirs, html_samples_per_condition, max_conditions),
         "</body></html>",

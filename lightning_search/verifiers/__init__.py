@@ -14,6 +14,7 @@ from lightning_search.verifiers.ensemble import EnsembleVerifier
 from lightning_search.verifiers.hps import HPSVerifier
 from lightning_search.verifiers.image_reward import ImageRewardVerifier
 from lightning_search.verifiers.pickscore import PickScoreVerifier
+from lightning_search.verifiers.remote import RemoteVerifier
 from lightning_search.verifiers.self_supervised import SelfSupervisedVerifier
 from lightning_search.verifiers.vlm_grader import VLMGraderVerifier
 
@@ -27,6 +28,7 @@ VERIFIERS: dict[str, type[Verifier]] = {
     "pickscore": PickScoreVerifier,
     "hps": HPSVerifier,
     "vlm_grader": VLMGraderVerifier,
+    "remote": RemoteVerifier,
 }
 
 
@@ -44,6 +46,7 @@ __all__ = [
     "HPSVerifier",
     "ImageRewardVerifier",
     "PickScoreVerifier",
+    "RemoteVerifier",
     "SelfSupervisedVerifier",
     "VLMGraderVerifier",
     "Verifier",

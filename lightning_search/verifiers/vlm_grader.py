@@ -6,7 +6,9 @@ Each image goes as a base64 PNG data URL in one request; the answer is asked as 
 concurrently in a thread pool (network-bound) and the scores come back in candidate order whatever order the
 answers arrive in. A failed request (connection error, timeout, HTTP 429/5xx, an answer that is not the
 asked JSON) is retried with exponential backoff; after the last try a :class:`VLMGraderError` says which
-candidate failed and why. HTTP 400/401/403/404/422 are not retried (a retry cannot fix them).
+candidate failed and why. HTTP 400/401/403/404/422 are not retried (a retry cannot fix them). ``deadline_s``
+bounds a whole ``score`` call (every candidate, every retry), also against a server that trickles bytes; the
+HTTP, PNG and retry code is shared with the remote verifier (``transport.py``).
 
 The API key is read once from the environment variable named by ``api_key_env`` (``OPENAI_API_KEY`` by
 default; none needed for a local server) and sent only in the ``Authorization`` header: it is never logged,
@@ -15,16 +17,10 @@ never in an exception message and not in the module's repr. Only the standard li
 
 from __future__ import annotations
 
-import base64
-import http.client
-import io
 import json
 import logging
 import os
 import re
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -34,6 +30,7 @@ import torch
 from lightning_search.errors import ConfigurationError, LightningSearchError
 from lightning_search.verifiers.base import Verifier
 from lightning_search.verifiers.clip_models import condition_text
+from lightning_search.verifiers.transport import Deadline, HTTPProblem, png_base64, post_json, with_retries
 
 log = logging.getLogger(__name__)
 
@@ -70,13 +67,7 @@ class _BadAnswer(Exception):
 
 def image_to_data_url(image: torch.Tensor) -> str:
     """image (C, H, W) in [0, 1] -> ``data:image/png;base64,...`` (8-bit RGB or grey PNG)."""
-    from PIL import Image
-
-    array = (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
-    array = array[0].numpy() if array.shape[0] == 1 else array.permute(1, 2, 0).numpy()
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    return "data:image/png;base64," + png_base64(image)
 
 
 def parse_grades(content: str, needed: Sequence[str]) -> dict[str, float]:
@@ -117,7 +108,8 @@ class VLMGraderVerifier(Verifier):
         api_key_env: name of the environment variable holding the API key (not the key itself).
         aggregate: ``"overall"``, ``"mean"`` (of the five rubric axes), one axis name, or {axis: weight}.
         max_workers: concurrent requests.
-        timeout: seconds per request (connect and each read).
+        timeout: seconds per socket operation (connect, each read) of a request.
+        deadline_s: seconds a whole ``score`` call may take, retries included (None: no limit).
         max_retries: retries after the first try; the wait before retry k is ``backoff * 2**k`` (at most
             ``max_backoff``) seconds.
         json_mode: send ``response_format={"type": "json_object"}`` (vLLM and OpenAI support it; turn off for
@@ -134,6 +126,7 @@ class VLMGraderVerifier(Verifier):
         aggregate: str | Mapping[str, float] = "overall",
         max_workers: int = 8,
         timeout: float = 60.0,
+        deadline_s: float | None = 600.0,
         max_retries: int = 3,
         backoff: float = 1.0,
         max_backoff: float = 30.0,
@@ -161,9 +154,18 @@ class VLMGraderVerifier(Verifier):
         if unknown or not aggregate or sum(aggregate.values()) <= 0:
             raise ConfigurationError(f"aggregate weights must name axes of {AXES} with a positive sum, got {aggregate}")
         self.aggregate = dict(aggregate)
-        if max_workers < 1 or timeout <= 0 or max_retries < 0 or backoff < 0:
-            raise ConfigurationError("max_workers >= 1, timeout > 0, max_retries >= 0 and backoff >= 0 are required")
+        if (
+            max_workers < 1
+            or timeout <= 0
+            or max_retries < 0
+            or backoff < 0
+            or (deadline_s is not None and deadline_s <= 0)
+        ):
+            raise ConfigurationError(
+                "max_workers >= 1, timeout > 0, deadline_s > 0 (or None), max_retries >= 0 and backoff >= 0 are required"
+            )
         self.max_workers, self.timeout, self.max_retries = max_workers, float(timeout), max_retries
+        self.deadline_s = None if deadline_s is None else float(deadline_s)
         self.backoff, self.max_backoff = float(backoff), float(max_backoff)
         self.temperature, self.max_tokens, self.json_mode = temperature, max_tokens, json_mode
 
@@ -196,13 +198,17 @@ class VLMGraderVerifier(Verifier):
             body["response_format"] = {"type": "json_object"}
         return json.dumps(body).encode()
 
-    def _post(self, body: bytes) -> str:
-        request = urllib.request.Request(self.url, data=body, method="POST")
-        request.add_header("Content-Type", "application/json")
-        if self._api_key:
-            request.add_header("Authorization", "Bearer " + self._api_key)
-        with urllib.request.urlopen(request, timeout=self.timeout) as response:
-            payload = json.loads(response.read().decode("utf-8"))
+    def _post(self, body: bytes, deadline: Deadline) -> str:
+        headers = {"Authorization": "Bearer " + self._api_key} if self._api_key else {}
+        payload = post_json(
+            self.url,
+            body,
+            headers=headers,
+            timeout=self.timeout,
+            deadline=deadline,
+            retry_status=lambda code: code not in _NO_RETRY,
+            retry_malformed=True,
+        )
         try:
             content = payload["choices"][0]["message"]["content"]
         except (KeyError, IndexError, TypeError):
@@ -211,40 +217,37 @@ class VLMGraderVerifier(Verifier):
             content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
         return str(content)
 
-    def grade(self, prompt: str, image: torch.Tensor, index: int = 0) -> dict[str, float]:
-        """The rubric grades of one image (C, H, W) for ``prompt``, with retries."""
+    def grade(
+        self, prompt: str, image: torch.Tensor, index: int = 0, deadline: Deadline | None = None
+    ) -> dict[str, float]:
+        """The rubric grades of one image (C, H, W) for ``prompt``, with retries (within ``deadline``, or
+        ``deadline_s`` from now)."""
         body = self._body(prompt, image)
+        deadline = deadline or Deadline(self.deadline_s)
         needed = list(self.aggregate)
-        problem = ""
-        for attempt in range(self.max_retries + 1):
-            if attempt:
-                time.sleep(min(self.backoff * 2 ** (attempt - 1), self.max_backoff))
+
+        def attempt() -> dict[str, float]:
             try:
-                return parse_grades(self._post(body), needed)
-            except urllib.error.HTTPError as err:
-                problem = f"HTTP {err.code} {err.reason}"
-                if err.code in _NO_RETRY:
-                    break
-            except _BadAnswer as err:
-                problem = f"malformed answer: {err}"
-            except (OSError, http.client.HTTPException) as err:  # URLError, timeouts, refused/reset connections
-                reason = getattr(err, "reason", err)
-                problem = f"{type(reason).__name__}: {reason}" if str(reason) else type(reason).__name__
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                problem = "the response body is not JSON"
-            log.warning(
-                "VLM grader %s, candidate %d, try %d/%d: %s",
-                self.url,
-                index,
-                attempt + 1,
-                self.max_retries + 1,
-                problem,
+                return parse_grades(self._post(body, deadline), needed)
+            except _BadAnswer as err:  # a sampled answer: another try may well be valid
+                raise HTTPProblem(f"malformed answer: {err}") from None
+
+        try:
+            return with_retries(
+                attempt,
+                max_retries=self.max_retries,
+                backoff=self.backoff,
+                max_backoff=self.max_backoff,
+                deadline=deadline,
+                describe=f"VLM grader {self.url}, candidate {index}",
             )
-        raise VLMGraderError(
-            f"VLM grader at {self.url} (model {self.model!r}) gave no valid grade for candidate {index} after "
-            f"{attempt + 1} tries: {problem}. Check that the server is up, serves a vision model and answers "
-            "with the asked JSON; timeout and retries are set by timeout= and max_retries="
-        )
+        except HTTPProblem as problem:
+            raise VLMGraderError(
+                f"VLM grader at {self.url} (model {self.model!r}) gave no valid grade for candidate {index} after "
+                f"{problem.tries} tries: {problem.problem}. Check that the server is up, serves a vision model and "
+                "answers with the asked JSON; time limits and retries are set by timeout=, deadline_s= and "
+                "max_retries="
+            ) from None
 
     def aggregate_grades(self, grades: Mapping[str, float]) -> float:
         return sum(w * grades[axis] for axis, w in self.aggregate.items()) / sum(self.aggregate.values())
@@ -255,8 +258,9 @@ class VLMGraderVerifier(Verifier):
     ) -> torch.Tensor:
         prompts = [condition_text(c) for c in conditions]
         cpu_images = images.detach().cpu()
+        deadline = Deadline(self.deadline_s)  # one for the whole call, shared by every candidate's requests
         with ThreadPoolExecutor(max_workers=min(self.max_workers, max(1, len(prompts)))) as pool:
-            futures = [pool.submit(self.grade, p, cpu_images[i], i) for i, p in enumerate(prompts)]
+            futures = [pool.submit(self.grade, p, cpu_images[i], i, deadline) for i, p in enumerate(prompts)]
             try:
                 # Results are read in submission order: the i-th score is the i-th candidate's.
                 scores = [self.aggregate_grades(f.result()) for f in futures]

@@ -24,6 +24,7 @@ def test_unknown_name_lists_valid_ones():
         "pickscore",
         "self_supervised",
         "vlm_grader",
+        "remote",
     ):
         assert name in message and name in VERIFIERS
 

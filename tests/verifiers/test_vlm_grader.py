@@ -46,6 +46,17 @@ class FakeJudge:
                 if self.path != "/v1/chat/completions":
                     self.send_error(404)
                     return
+                if judge.mode == "trickle":  # headers at once, then one byte of the body every 50 ms
+                    self.send_response(200)
+                    self.send_header("Content-Length", "100000")
+                    self.end_headers()
+                    try:
+                        while not judge.release.wait(0.05):
+                            self.wfile.write(b" ")
+                            self.wfile.flush()
+                    except (BrokenPipeError, ConnectionResetError):  # the client gave up
+                        pass
+                    return
                 content = judge.answer(body)
                 if content is None:
                     return
@@ -140,6 +151,17 @@ def test_hanging_server_hits_the_timeout(api_key):
     assert 0.5 < elapsed < 3.0  # two tries of 0.3 s, not the server's 5 s
     assert len(judge.requests) == 2
     assert SECRET not in str(info.value)
+
+
+def test_overall_deadline_holds_against_a_trickling_server(api_key):
+    with FakeJudge("trickle") as judge:
+        v = VLMGraderVerifier(endpoint=judge.url, api_key_env=api_key, timeout=30, deadline_s=0.5, max_retries=2)
+        start = time.perf_counter()
+        with pytest.raises(VLMGraderError, match="deadline of 0.5 s") as info:
+            v(_images(2), ["p", "p"])
+        elapsed = time.perf_counter() - start
+    assert elapsed < 0.5 + 1.5  # not the 30 s socket timeout, not the trickle's minutes, no retry after it
+    assert len(judge.requests) == 2 and SECRET not in str(info.value)  # one try per candidate
 
 
 def test_client_errors_are_not_retried(api_key):
