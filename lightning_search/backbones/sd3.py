@@ -114,8 +114,6 @@ class StableDiffusion3Backbone(PipelineBackbone):
         max_sequence_length: T5 tokens (the pipeline's default 256).
         drop_t5: load without the T5 encoder (its tokens are zeros, as the pipeline does).
         clip_skip: the pipeline's ``clip_skip`` (applied to the prompt, not the negative, as the pipeline).
-        vae_slicing: decode one image at a time (diffusers' ``AutoencoderKL.enable_slicing``; same images):
-            the VAE decoder needs ~2 GB per 1024 px image and search decodes all candidates in one call.
         torch_dtype, variant, revision, local_files_only: passed to ``from_pretrained``.
     """
 
@@ -143,7 +141,6 @@ class StableDiffusion3Backbone(PipelineBackbone):
         max_sequence_length: int = 256,
         drop_t5: bool = False,
         clip_skip: int | None = None,
-        vae_slicing: bool = False,
         torch_dtype: str | None = None,
         variant: str | None = None,
         revision: str | None = None,
@@ -163,8 +160,6 @@ class StableDiffusion3Backbone(PipelineBackbone):
         )
         if drop_t5 and pipe.text_encoder_3 is not None:  # a tiny twin is built whole
             pipe.register_modules(**no_t5)
-        if vae_slicing:
-            pipe.vae.enable_slicing()
         self._setup(pipe, scheduler=scheduler, height=height, width=width,
                     max_sequence_length=max_sequence_length, clip_skip=clip_skip)  # fmt: skip
 

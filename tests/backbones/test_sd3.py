@@ -157,8 +157,8 @@ def test_flow_match_euler_stops_and_resumes_exactly(sd3):
     cut = sd3.scheduler_times(scheduler)[2]
     with torch.no_grad():
         whole = sampler.sample(sd3, noise, cond).x
-        first = sampler.sample(sd3, noise, cond, t_end=cut, steps=2, x0_at=[1.0])
-        second = sampler.sample(sd3, first.x, cond, t_start=cut, steps=2).x
+        first = sampler.sample(sd3, noise, cond, t_end=cut, x0_at=[1.0])
+        second = sampler.sample(sd3, first.x, cond, t_start=cut).x
     torch.testing.assert_close(second, whole, atol=1e-5, rtol=1e-5)
     assert first.x0[1.0].shape == noise.shape and torch.isfinite(first.x0[1.0]).all()
 
@@ -177,7 +177,7 @@ def test_random_search_nfe_is_the_transformer_rows(sd3):
     finally:
         hook.remove()
     assert sum(rows) == int(result.nfe.sum()) == 2 * (3 * 2 + 3) * 2  # 2 samples, 3 x 2 + 3 steps, CFG doubles
-    assert max(rows) <= 4 and result.nfe.tolist() == [search.nfe_per_sample(sampler)] * 2
+    assert max(rows) <= 4 and result.nfe.tolist() == [search.nfe_per_sample(sampler, sd3)] * 2
     assert result.images.shape == (2, 3, 32, 32)
 
 
@@ -188,9 +188,6 @@ def test_images_latents_schedulers_and_lora_targets(sd3):
         decoded = sd3.decode(x0)
     assert x0.shape == (2, *sd3.latent_shape) == (2, 16, 16, 16)
     assert decoded.shape == images.shape and 0 <= decoded.min() and decoded.max() <= 1
-    sliced = StableDiffusion3Backbone("tiny", vae_slicing=True)  # the same random weights, one image per VAE call
-    with torch.no_grad():
-        assert sliced.vae.use_slicing and max_abs_diff(sliced.decode(x0), decoded) <= 1e-6
     assert sd3.schedule.alpha(torch.tensor(0.25)) == 0.75 and sd3.prediction_type == "velocity"
     names = [n for n, _ in sd3.transformer.named_modules()]
     for target in sd3.lora_target_modules:
