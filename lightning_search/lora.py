@@ -12,8 +12,16 @@ Files: ``<dir>/pytorch_lora_weights.safetensors`` holds the PEFT state dict with
 network's pipeline attribute (``unet.``, ``transformer.``; ``net.`` for digits) and the LoRA config as the
 ``lora_adapter_metadata`` JSON in the safetensors header: exactly what ``StableDiffusionPipeline.save_lora_weights``
 and the FLUX / SDXL loaders write, so a plain diffusers pipeline reads it with ``pipe.load_lora_weights(dir)``
-(where the pipeline supports LoRA: SD, SDXL, FLUX), and :func:`load_lora_adapter` reads it back into a backbone,
-merged into the weights or not.
+(where the pipeline supports LoRA: SD, SDXL, FLUX, SD3), and :func:`load_lora_adapter` reads it back into a
+backbone, merged into the weights or not.
+
+Adapters written by other tools load the same way, the format detected from the folder's contents
+(:func:`find_lora_adapter`): diffusers' format as the pipelines' ``save_lora_weights`` write it (with or without
+the config in the header; without it, ranks and alpha are inferred as diffusers' loaders infer them) or a model's
+``save_lora_adapter`` (keys without prefix), and peft's format (``adapter_config.json`` +
+``adapter_model.safetensors``) as ``PeftModel.save_pretrained`` writes it for a peft-wrapped UNet / transformer
+(e.g. Flow-GRPO's SD3.5 LoRAs). Only the denoiser's LoRA is loaded (text-encoder LoRA in a file is skipped, with a
+warning).
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ from typing import Any
 
 import torch
 from lightning import Callback, LightningModule, Trainer
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 from typing_extensions import override
 
@@ -224,27 +232,86 @@ def save_lora_adapter(backbone: Backbone, directory: str | Path, metadata: dict[
     return path
 
 
-def _adapter_file(path: str | Path) -> Path:
+PEFT_CONFIG_FILE = "adapter_config.json"  # peft.utils.CONFIG_NAME
+PEFT_WEIGHTS_FILES = ("adapter_model.safetensors", "adapter_model.bin")  # SAFETENSORS_WEIGHTS_NAME, WEIGHTS_NAME
+# key prefixes of diffusers' LoRA files (pipeline components; ``net`` for digits): an adapter without any of them
+# was written by a model's own ``save_lora_adapter`` (keys are the network's module names)
+_COMPONENT_PREFIXES = ("unet", "transformer", "prior", "text_encoder", "text_encoder_2", "text_encoder_3", "net")
+_EXPECTED = (
+    f"expected a folder holding {ADAPTER_FILE} (diffusers' save_lora_weights / save_lora_adapter, or SaveLoraAdapter), "
+    f"or {PEFT_CONFIG_FILE} + {PEFT_WEIGHTS_FILES[0]} (peft's save_pretrained), or a .safetensors file"
+)
+
+
+def find_lora_adapter(path: str | Path) -> tuple[str, Path]:
+    """Detect an adapter's format from what lies at ``path`` -> ("peft", folder) or ("diffusers", file).
+
+    peft: a folder with ``adapter_config.json`` and ``adapter_model.safetensors`` (or ``.bin``), as
+    ``PeftModel.save_pretrained`` writes it. diffusers: ``pytorch_lora_weights.safetensors`` in a folder (the
+    pipelines' ``save_lora_weights``, a model's ``save_lora_adapter``, :class:`SaveLoraAdapter`), the only
+    ``.safetensors`` file of a folder (a custom ``weight_name``), or a ``.safetensors`` file itself.
+    """
     path = Path(path).expanduser()
-    file = path / ADAPTER_FILE if path.is_dir() else path
-    if not file.is_file():
+    if path.is_file() and path.name in PEFT_WEIGHTS_FILES and (path.parent / PEFT_CONFIG_FILE).is_file():
+        path = path.parent
+    if path.is_dir() and (path / PEFT_CONFIG_FILE).is_file():
+        if any((path / name).is_file() for name in PEFT_WEIGHTS_FILES):
+            return "peft", path
+        raise CheckpointError(f"{str(path)!r} holds {PEFT_CONFIG_FILE} but no {' or '.join(PEFT_WEIGHTS_FILES)}")
+    if path.is_file() and path.suffix == ".safetensors":
+        return "diffusers", path
+    if path.is_dir():
+        if (path / ADAPTER_FILE).is_file():
+            return "diffusers", path / ADAPTER_FILE
+        files = sorted(path.glob("*.safetensors"))
+        if len(files) == 1:
+            return "diffusers", files[0]
+    raise CheckpointError(f"no LoRA adapter at {str(path)!r} ({_EXPECTED})")
+
+
+def _json_ready(config: dict[str, Any]) -> dict[str, Any]:
+    """LoraConfig kwargs as plain JSON values (sets as sorted lists, enums as strings), as diffusers stores a
+    peft config (``save_lora_adapter``): what :func:`save_lora_adapter` writes into the header again."""
+    return json.loads(json.dumps(config, default=sorted))
+
+
+def _read_peft_adapter(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """peft's own readers: ``LoraConfig.from_pretrained`` and ``load_peft_weights`` (safetensors, or torch.load
+    with ``weights_only=True``). The keys keep PeftModel's ``base_model.model.`` prefix, which peft's
+    ``set_peft_model_state_dict`` removes itself when the network is not a PeftModel."""
+    from peft import LoraConfig
+    from peft.utils import load_peft_weights
+
+    peft_type = json.loads((folder / PEFT_CONFIG_FILE).read_text()).get("peft_type")
+    if str(peft_type).upper() != "LORA":
+        raise CheckpointError(f"{str(folder)!r} is a {peft_type} adapter; only LoRA adapters can be loaded")
+    config = LoraConfig.from_pretrained(str(folder))
+    if config.modules_to_save:
         raise CheckpointError(
-            f"no LoRA adapter at {str(path)!r} (expected a folder holding {ADAPTER_FILE} or the file itself); "
-            "train one with `lightning-search fit` and a `lora:` setting (SaveLoraAdapter writes the folder)"
+            f"{str(folder)!r} also trains whole modules (modules_to_save={sorted(config.modules_to_save)}), which "
+            "load_lora_adapter does not restore; load it with peft's PeftModel.from_pretrained instead"
         )
-    return file
+    return load_peft_weights(str(folder), device="cpu"), _json_ready(config.to_dict())
 
 
-def read_lora_adapter(path: str | Path, prefix: str) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
-    """(PEFT state dict of the ``prefix`` network without the prefix, LoraConfig kwargs or None) from a file."""
+def _read_diffusers_adapter(file: Path, prefix: str) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
     from safetensors import safe_open
 
-    file = _adapter_file(path)
     with safe_open(str(file), framework="pt") as f:
         header = f.metadata() or {}
         tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
-    ours = {k[len(prefix) + 1 :]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
-    if not ours:
+    packed = json.loads(header[METADATA_KEY]) if header.get(METADATA_KEY) else None
+    if any(k.startswith(prefix + ".") for k in tensors):
+        ours = {k[len(prefix) + 1 :]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
+        others = sorted({k.split(".")[0] for k in tensors if not k.startswith(prefix + ".")})
+        if others:  # e.g. text-encoder LoRA trained alongside: the framework adapts the denoiser only
+            rank_zero_warn(
+                f"{str(file)!r}: ignoring the LoRA weights of {', '.join(others)} (only {prefix} is adapted)"
+            )
+        metadata = packed and {k[len(prefix) + 1 :]: v for k, v in packed.items() if k.startswith(prefix + ".")}
+    elif tensors and not any(k.split(".")[0] in _COMPONENT_PREFIXES for k in tensors):
+        ours, metadata = tensors, packed  # a model's own save_lora_adapter: no prefix, on keys or config
+    else:
         found = sorted({k.split(".")[0] for k in tensors})
         raise CheckpointError(
             f"{str(file)!r} holds no LoRA weights for {prefix!r} (its keys start with {', '.join(found)}): "
@@ -254,22 +321,35 @@ def read_lora_adapter(path: str | Path, prefix: str) -> tuple[dict[str, torch.Te
         from diffusers.utils import convert_unet_state_dict_to_peft  # older diffusers layout -> PEFT keys
 
         ours = convert_unet_state_dict_to_peft(ours)
-    metadata = None
-    if header.get(METADATA_KEY):
-        packed = json.loads(header[METADATA_KEY])
-        metadata = {k[len(prefix) + 1 :]: v for k, v in packed.items() if k.startswith(prefix + ".")} or None
-    return ours, metadata
+    return ours, metadata or None
+
+
+def read_lora_adapter(path: str | Path, prefix: str) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
+    """(PEFT state dict of the ``prefix`` network without the prefix, LoraConfig kwargs or None) from an adapter
+    in either format (:func:`find_lora_adapter`)."""
+    kind, location = find_lora_adapter(path)
+    if kind == "peft":
+        return _read_peft_adapter(location)
+    return _read_diffusers_adapter(location, prefix)
 
 
 def _infer_metadata(state: dict[str, torch.Tensor]) -> dict[str, Any]:
-    """LoraConfig kwargs of a file without a header: the rank from lora_A, alpha = rank, every adapted module."""
-    targets = sorted({k.split(".lora_A.")[0] for k in state if ".lora_A." in k})
-    rank = next(v.shape[0] for k, v in state.items() if ".lora_A." in k)
-    return {"r": rank, "lora_alpha": rank, "target_modules": targets, "init_lora_weights": False}
+    """LoraConfig kwargs of a file without a config, as diffusers' loaders infer them (``get_peft_kwargs``):
+    ranks from lora_B (the most common one, the others as ``rank_pattern``), alpha = rank, every adapted module."""
+    from diffusers.utils.peft_utils import get_peft_kwargs
+
+    ranks = {f"^{k}": v.shape[1] for k, v in state.items() if "lora_B" in k and v.ndim > 1}
+    if not ranks:
+        raise CheckpointError("the adapter holds no lora_B weights: is it a LoRA adapter?")
+    return {**get_peft_kwargs(ranks, None, state), "init_lora_weights": False}
 
 
 def load_lora_adapter(backbone: Backbone, path: str | Path, merge: bool = False) -> dict[str, Any]:
-    """Inject the adapter saved at ``path`` (folder or file) into the backbone, optionally merged -> its config."""
+    """Inject the adapter saved at ``path`` into the backbone, optionally merged -> its LoraConfig kwargs.
+
+    ``path``: a folder or file in diffusers' LoRA format or peft's format, detected from its contents
+    (:func:`find_lora_adapter`), whichever tool wrote it.
+    """
     from peft import LoraConfig, inject_adapter_in_model, set_peft_model_state_dict
 
     prefix, network = denoiser(backbone)

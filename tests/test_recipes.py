@@ -18,7 +18,7 @@ from lightning_search.search import RandomSearch
 REPO = Path(__file__).resolve().parents[1]
 PAPER = sorted((REPO / "recipes" / "paper").glob("*.yaml"))
 # one tiny recipe per family (other tiny recipes, e.g. the ensemble or DPO ones, have tests of their own)
-TINY = [REPO / "recipes" / "tiny" / f"{family}.yaml" for family in ("dit", "flux", "pixart", "sd", "sdxl")]
+TINY = [REPO / "recipes" / "tiny" / f"{family}.yaml" for family in ("dit", "flux", "pixart", "sd", "sd3", "sdxl")]
 
 # backbone arguments that name real weights or real-model sizes; the tiny twin keeps the rest
 REAL_ONLY = {"torch_dtype", "variant", "revision", "unet", "vae", "height", "width", "local_files_only"}
@@ -72,6 +72,8 @@ def test_paper_recipe_instantiates_with_tiny_twins(recipe, tmp_path):
         assert isinstance(algorithm, RandomSearch) and algorithm.num_candidates == search["num_candidates"]
     if recipe.stem == "flux_dev_drawbench_random":  # the paper's budget: 96 x 30 = 2,880 search NFEs
         assert algorithm.nfe_per_sample(cli.model.sampler, cli.model.backbone) == 2880
+    if recipe.stem == "sd35m_drawbench_random":  # 16 candidates x 40 steps x 2 (CFG 4.5) = 1,280 NFEs
+        assert algorithm.nfe_per_sample(cli.model.sampler, cli.model.backbone) == 1280
     cli.datamodule.predict_dataset()  # the prompt set / class list loads offline
 
 

@@ -14,6 +14,7 @@ from lightning_search.backbones.flux import FluxBackbone
 from lightning_search.backbones.pipeline import PipelineBackbone
 from lightning_search.backbones.pixart import PixArtBackbone
 from lightning_search.backbones.schedules import FlowSchedule, Schedule, VPSchedule
+from lightning_search.backbones.sd3 import StableDiffusion3Backbone
 from lightning_search.backbones.stable_diffusion import StableDiffusionBackbone, StableDiffusionXLBackbone
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "FluxBackbone",
     "PipelineBackbone",
     "PixArtBackbone",
+    "StableDiffusion3Backbone",
     "StableDiffusionBackbone",
     "StableDiffusionXLBackbone",
     "FlowSchedule",

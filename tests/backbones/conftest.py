@@ -11,6 +11,7 @@ import pytest
 from lightning_search.backbones.dit import DiTBackbone
 from lightning_search.backbones.flux import FluxBackbone
 from lightning_search.backbones.pixart import PixArtBackbone
+from lightning_search.backbones.sd3 import StableDiffusion3Backbone
 from lightning_search.backbones.stable_diffusion import StableDiffusionBackbone, StableDiffusionXLBackbone
 
 
@@ -47,3 +48,8 @@ def flux_schnell() -> FluxBackbone:
 @pytest.fixture(scope="session")
 def dit() -> DiTBackbone:
     return DiTBackbone("tiny")
+
+
+@pytest.fixture(scope="session")
+def sd3() -> StableDiffusion3Backbone:
+    return StableDiffusion3Backbone("tiny", max_sequence_length=32)

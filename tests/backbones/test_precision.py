@@ -10,6 +10,7 @@ from lightning_search.backbones import (
     DiTBackbone,
     FluxBackbone,
     PixArtBackbone,
+    StableDiffusion3Backbone,
     StableDiffusionBackbone,
     StableDiffusionXLBackbone,
 )
@@ -22,6 +23,7 @@ BUILDERS = {
     "pixart": lambda: PixArtBackbone("tiny", clean_caption=False).to(torch.bfloat16),
     "flux": lambda: FluxBackbone("tiny", height=32, width=32, max_sequence_length=16).to(torch.bfloat16),
     "dit": lambda: DiTBackbone("tiny").to(torch.bfloat16),
+    "sd3": lambda: StableDiffusion3Backbone("tiny", torch_dtype="bfloat16", max_sequence_length=16),
 }
 
 

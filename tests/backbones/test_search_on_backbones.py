@@ -12,7 +12,7 @@ from lightning_search.search import PathSearch, RandomSearch, SearchContext, Zer
 from lightning_search.verifiers import SelfSupervisedVerifier
 from tests.sampling.helpers import MeanVerifier
 
-FAMILIES = ["sd", "sdxl", "pixart", "flux", "dit"]
+FAMILIES = ["sd", "sdxl", "pixart", "flux", "dit", "sd3"]
 CONDITIONS = {"dit": [207, 3]}
 TEXT = ["a red car", {"prompt": "two dogs", "negative_prompt": "blurry"}]
 
