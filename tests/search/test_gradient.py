@@ -138,3 +138,27 @@ def test_a_verifier_without_gradients_is_rejected():
 def test_bad_settings_are_rejected_with_the_numbers(config, match):
     with pytest.raises(ConfigurationError, match=match):
         build_search(config)
+
+
+def test_the_result_is_the_best_iterate():
+    """Large normalised steps overshoot a narrow optimum, so some iterates score below earlier ones; the
+    result is the best iterate all the same (ReNO keeps the best), checked against every score the verifier
+    actually returned."""
+
+    class Peaked(MeanVerifier):
+        seen: list[torch.Tensor]
+
+        def score(self, images, conditions, x0_images=None):
+            s = -(images.float().mean(dim=(1, 2, 3)) - 0.55).abs()
+            self.seen.append(s.detach().clone())
+            return s
+
+    verifier = Peaked()
+    verifier.seen = []
+    ids = list(range(16))
+    ctx = SearchContext(ContractingBackbone(), Sampler("euler", steps=2), verifier, 0)
+    result = GradientSearch(iterations=4, step_size=0.9, candidate_steps=None).run(ctx, [0.0] * len(ids), ids)
+    seen = torch.stack(verifier.seen, dim=1)  # (B, 5): the five iterates, scored as they were made
+    assert seen.shape == (len(ids), 5)
+    assert (seen[:, 1:] < seen[:, :-1]).any()  # some step made a sample worse: the test can fail
+    torch.testing.assert_close(result.score, seen.max(dim=1).values, rtol=0, atol=1e-7)
