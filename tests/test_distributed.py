@@ -67,6 +67,25 @@ def test_candidate_sharding_chooses_the_same_candidate(tmp_path, digits_setup):
     images_close(tmp_path / "one", tmp_path / "sharded", one)
 
 
+def test_candidate_sharding_ranks_an_ensemble_over_all_candidates(tmp_path, digits_setup):
+    """The ensemble's mean rank needs the whole candidate set: sharded over two processes it must choose what
+    one process chooses (each rank ranking only its own candidates would not)."""
+    import yaml
+
+    recipe = patched_recipe("digits/search.yaml", tmp_path, digits_setup)
+    raw = yaml.safe_load(recipe.read_text())
+    raw["verifiers"]["ensemble"] = {
+        "class_path": "lightning_search.verifiers.EnsembleVerifier",
+        "init_args": {"verifiers": ["classifier", "oracle"]},
+    }
+    recipe.write_text(yaml.safe_dump(raw))
+    search = ["--search.algorithm=random", "--search.verifier=ensemble", "--search.num_candidates=5"]
+    one = predict(recipe, tmp_path / "one", *search)
+    sharded = predict(recipe, tmp_path / "sharded", *search, *TWO, "--search.candidate_sharding=true")
+    same_choices(one, sharded)
+    assert len({r["chosen"]["candidate"] for r in one}) > 1  # the ensemble's choice is not trivial
+
+
 def _cli(*args, cwd):
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     return [sys.executable, "-m", "lightning_search.cli", *args], env
