@@ -14,6 +14,8 @@ Real models (GPU):
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -124,6 +126,22 @@ def rescale_noise_cfg(noise_cfg: torch.Tensor, noise_pred_text: torch.Tensor, gu
     from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import rescale_noise_cfg as rescale
 
     return rescale(noise_cfg, noise_pred_text, guidance_rescale=guidance_rescale)
+
+
+@contextmanager
+def upcast_vae(vae) -> Iterator[bool]:
+    """Run the block with the VAE in float32 if it is float16 with ``force_upcast`` (SDXL's VAE overflows in
+    float16), then cast it back, even on error; yields whether it upcast. The SDXL pipelines do the same around
+    decoding (``upcast_vae`` in ``__call__``) and encoding (``_encode_vae_image`` of img2img / inpainting), and
+    diffusers' SDXL training scripts keep that VAE in float32 to encode."""
+    upcast = vae.dtype == torch.float16 and bool(getattr(vae.config, "force_upcast", False))
+    if upcast:
+        vae.to(torch.float32)
+    try:
+        yield upcast
+    finally:
+        if upcast:
+            vae.to(torch.float16)
 
 
 class _StableDiffusionBase(PipelineBackbone):
@@ -369,28 +387,27 @@ class StableDiffusionXLBackbone(_StableDiffusionBase):
     def decode(self, x0: torch.Tensor) -> torch.Tensor:
         """As the SDXL pipeline: float32 VAE when it would overflow in float16, latents_mean/std if configured."""
         vae = self.vae
-        upcast = vae.dtype == torch.float16 and vae.config.force_upcast
-        if upcast:
-            vae.to(torch.float32)
-        dtype = next(iter(vae.post_quant_conv.parameters()), next(vae.parameters())).dtype
-        latents = x0.to(dtype)
-        mean, std = getattr(vae.config, "latents_mean", None), getattr(vae.config, "latents_std", None)
-        if mean is not None and std is not None:
-            mean = torch.tensor(mean).view(1, -1, 1, 1).to(latents)
-            std = torch.tensor(std).view(1, -1, 1, 1).to(latents)
-            latents = latents * std / vae.config.scaling_factor + mean
-        else:
-            latents = latents / vae.config.scaling_factor
-        try:
+        with upcast_vae(vae):
+            dtype = next(iter(vae.post_quant_conv.parameters()), next(vae.parameters())).dtype
+            latents = x0.to(dtype)
+            mean, std = getattr(vae.config, "latents_mean", None), getattr(vae.config, "latents_std", None)
+            if mean is not None and std is not None:
+                mean = torch.tensor(mean).view(1, -1, 1, 1).to(latents)
+                std = torch.tensor(std).view(1, -1, 1, 1).to(latents)
+                latents = latents * std / vae.config.scaling_factor + mean
+            else:
+                latents = latents / vae.config.scaling_factor
             image = vae.decode(latents, return_dict=False)[0]
-        finally:
-            if upcast:
-                vae.to(torch.float16)
         return self._postprocess(image)
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """Images (B, 3, H, W) in [0, 1] -> x0 (B, 4, H/8, W/8) in the VAE's dtype: the posterior mode, in float32
+        when the VAE would overflow in float16 (as decoding), with latents_mean/std if configured."""
         vae = self.vae
-        z = self._vae_encode(images)
+        dtype = vae.dtype
+        with upcast_vae(vae):
+            z = self._vae_encode(images)
+        z = z.to(dtype)  # as the pipelines' _encode_vae_image: latents back in the VAE's own dtype
         mean, std = getattr(vae.config, "latents_mean", None), getattr(vae.config, "latents_std", None)
         if mean is not None and std is not None:
             mean = torch.tensor(mean).view(1, -1, 1, 1).to(z)

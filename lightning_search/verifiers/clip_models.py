@@ -6,7 +6,8 @@ centre crop, normalisation by the CLIP mean and std) on a batch.
 
 Real weights: ``load_open_clip("ViT-L-14", "openai")`` (an open_clip model name and pretrained tag, a weights
 file, ``"hf-hub:org/repo"`` or ``"local-dir:/folder"``). Without network the weights are looked up first, so a
-missing file raises :class:`CheckpointError` at once instead of after building a 400M-parameter model.
+missing file raises :class:`CheckpointError` at once instead of after building a 400M-parameter model. A
+pretrained tag's model is built with the activation the tag was trained with (QuickGELU for OpenAI's weights).
 Tests: ``load_open_clip("tiny")`` builds a small random open_clip ``CLIP`` from a fixed seed, with the real
 CLIP BPE tokenizer (bundled with open_clip).
 """
@@ -211,6 +212,14 @@ def load_open_clip(
                     raise ConfigurationError(
                         f"open_clip model {model!r} has no pretrained tag {pretrained!r}; tags: {tags}"
                     )
+                # open_clip 3.x builds a model name's own config whatever the tag (ViT-L-14: nn.GELU) and only
+                # warns ("QuickGELU mismatch") when the tag's weights were trained with QuickGELU (OpenAI's,
+                # MetaCLIP, DFN): the features then differ from the released model's. Build the activation the
+                # tag's config says. force_quick_gelu rather than renaming to "<name>-quickgelu": the tag lookup
+                # stays keyed by the name the user gave, it works for every architecture (not only those with a
+                # -quickgelu twin), and open_clip's own check still runs, silently. It can only switch QuickGELU
+                # on; no tag of open_clip 3.3 says GELU for a name built with QuickGELU.
+                kwargs["force_quick_gelu"] = bool(cfg.get("quick_gelu", False))
                 # Fetch (or find in the cache) before building the model: offline, this fails in milliseconds.
                 try:
                     open_clip.download_pretrained(cfg, cache_dir=cache_dir)

@@ -231,3 +231,38 @@ def test_images_latents_and_lora_targets(sd, sdxl):
             assert any(n.endswith(target) for n in names), target
         assert not any(p.requires_grad for p in backbone.vae.parameters())
         assert all(p.requires_grad for p in backbone.unet.parameters())
+
+
+def test_sdxl_encodes_and_decodes_a_float16_force_upcast_vae_in_float32():
+    """The SDXL VAE overflows in float16: with ``force_upcast`` the pipelines run it in float32 to encode and to
+    decode. Observed inside the encoder and decoder with forward pre-hooks; the result equals a float32 encode
+    of the same (float16-representable) weights, and the VAE is float16 again afterwards."""
+    from lightning_search.backbones.stable_diffusion import StableDiffusionXLBackbone
+
+    backbone = StableDiffusionXLBackbone("tiny")
+    vae = backbone.vae
+    assert vae.config.force_upcast
+    images = torch.rand(2, 3, backbone.height, backbone.width, generator=torch.Generator().manual_seed(0))
+    backbone.to(torch.float16).to(torch.float32)  # weights rounded to float16 once, so both runs share them
+    with torch.no_grad():
+        reference = backbone.encode_images(images)
+    backbone.to(torch.float16)
+    seen = []
+    hooks = [
+        part.register_forward_pre_hook(
+            lambda m, args, name=name: seen.append((name, args[0].dtype, m.conv_in.weight.dtype))
+        )
+        for name, part in (("encoder", vae.encoder), ("decoder", vae.decoder))
+    ]
+    try:
+        with torch.no_grad():
+            x0 = backbone.encode_images(images)
+            decoded = backbone.decode(x0)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert seen == [("encoder", torch.float32, torch.float32), ("decoder", torch.float32, torch.float32)]
+    assert vae.dtype == torch.float16 and all(p.dtype == torch.float16 for p in vae.parameters())
+    assert x0.dtype == torch.float16  # the latents come back in the VAE's own dtype, as in the pipelines
+    torch.testing.assert_close(x0.float(), reference, rtol=1e-3, atol=1e-3)
+    assert decoded.dtype == torch.float32 and torch.isfinite(decoded).all()
