@@ -17,6 +17,7 @@ from torch import nn
 from typing_extensions import override
 
 from lightning_search.errors import CheckpointError, lookup
+from lightning_search.factories import plain_callable
 
 
 class DigitsCNN(nn.Module):
@@ -71,8 +72,6 @@ class ClassifierModule(LightningModule):
         super().__init__()
         self.save_hyperparameters(ignore=["optimizer"])
         self.net = lookup(CLASSIFIERS, "classifier architecture", arch)(num_classes)
-        from lightning_search.module import plain_callable
-
         self.optimizer = plain_callable(optimizer)
 
     @override

@@ -34,10 +34,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning import Callback, LightningModule, Trainer
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
-from typing_extensions import override
 
 from lightning_search.backbones.base import Backbone
 from lightning_search.errors import CheckpointError, ConfigurationError
@@ -213,22 +211,17 @@ def lora_state_dict(backbone: Backbone) -> dict[str, torch.Tensor]:
 
 def save_lora_adapter(backbone: Backbone, directory: str | Path, metadata: dict[str, Any]) -> Path:
     """Write ``directory/pytorch_lora_weights.safetensors`` (weights + config in the header) -> its path."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
-    from lightning_search.reporting.io import atomic_write_bytes
+    from lightning_search.runs import atomic_write_bytes
 
     prefix, _ = denoiser(backbone)
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     header = {
         "format": "pt",
         METADATA_KEY: json.dumps({f"{prefix}.{k}": v for k, v in metadata.items()}, indent=2, sort_keys=True),
     }
-    path = directory / ADAPTER_FILE
-    tmp = directory / f".{ADAPTER_FILE}.tmp"
-    save_file(lora_state_dict(backbone), str(tmp), metadata=header)
-    atomic_write_bytes(path, tmp.read_bytes())
-    tmp.unlink()
+    path = Path(directory) / ADAPTER_FILE
+    atomic_write_bytes(path, save(lora_state_dict(backbone), metadata=header))
     return path
 
 
@@ -248,7 +241,7 @@ def find_lora_adapter(path: str | Path) -> tuple[str, Path]:
 
     peft: a folder with ``adapter_config.json`` and ``adapter_model.safetensors`` (or ``.bin``), as
     ``PeftModel.save_pretrained`` writes it. diffusers: ``pytorch_lora_weights.safetensors`` in a folder (the
-    pipelines' ``save_lora_weights``, a model's ``save_lora_adapter``, :class:`SaveLoraAdapter`), the only
+    pipelines' ``save_lora_weights``, a model's ``save_lora_adapter``, ``callbacks.SaveLoraAdapter``), the only
     ``.safetensors`` file of a folder (a custom ``weight_name``), or a ``.safetensors`` file itself.
     """
     path = Path(path).expanduser()
@@ -380,28 +373,6 @@ def load_lora_adapter(backbone: Backbone, path: str | Path, merge: bool = False)
     else:
         _freeze_all_but_lora(backbone)
     return metadata
-
-
-class SaveLoraAdapter(Callback):
-    """Writes the LoRA adapter folder (``pytorch_lora_weights.safetensors``) when fit ends, on rank zero.
-
-    Args:
-        dirpath: the folder; a plain diffusers pipeline loads it with ``pipe.load_lora_weights(dirpath)``,
-            ``DiffusionModule(lora_path=dirpath)`` loads it for predict.
-    """
-
-    def __init__(self, dirpath: str) -> None:
-        self.dirpath = dirpath
-
-    @override
-    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if trainer.fast_dev_run or not trainer.is_global_zero:
-            return
-        metadata = getattr(pl_module, "lora_metadata", None)
-        if metadata is None:
-            raise ConfigurationError("SaveLoraAdapter needs a DiffusionModule trained with `lora:` settings")
-        path = save_lora_adapter(pl_module.backbone, self.dirpath, metadata)
-        rank_zero_info(f"wrote the LoRA adapter {path}")
 
 
 def settings_dict(settings: LoraSettings | None) -> dict[str, Any] | None:

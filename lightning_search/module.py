@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import copy
-import functools
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +14,7 @@ from typing_extensions import override
 
 from lightning_search.backbones.base import Backbone
 from lightning_search.errors import CheckpointError, ConfigurationError, UnknownNameError
+from lightning_search.factories import plain_callable
 from lightning_search.lora import (
     AdapterDisabledReference,
     LoraSettings,
@@ -32,18 +31,6 @@ from lightning_search.sampling.sampler import Sampler
 from lightning_search.search.base import SearchAlgorithm, SearchContext
 from lightning_search.search.config import SearchConfig, build_search
 from lightning_search.verifiers.base import Verifier
-
-
-def plain_callable(fn: Callable | None) -> Callable | None:
-    """An optimizer / scheduler factory without jsonargparse's instantiator attached.
-
-    LightningCLI hands ``partial(call_without_instantiate_context, instantiator, AdamW, lr=...)``; the
-    instantiator reaches the CLI and the Trainer (thread locks), so deep copies of the module fail under DDP,
-    e.g. in EMAWeightAveraging's AveragedModel. The class and its arguments are all we need.
-    """
-    if isinstance(fn, functools.partial) and len(fn.args) == 2 and isinstance(fn.args[1], type):
-        return functools.partial(fn.args[1], **fn.keywords)
-    return fn
 
 
 class DiffusionModule(LightningModule):

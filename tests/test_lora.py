@@ -10,11 +10,11 @@ from lightning_search import DiffusionModule
 from lightning_search.backbones import DigitsBackbone
 from lightning_search.backbones.pipeline import tiny_modules
 from lightning_search.backbones.stable_diffusion import StableDiffusionBackbone, tiny_sd_pipeline
+from lightning_search.callbacks import SaveLoraAdapter
 from lightning_search.errors import CheckpointError, ConfigurationError
 from lightning_search.lora import (
     ADAPTER_FILE,
     LoraSettings,
-    SaveLoraAdapter,
     adapters_disabled,
     lora_parameters,
     save_lora_adapter,

@@ -1,12 +1,9 @@
-import functools
-
 import pytest
 import torch
 
 from lightning_search import DiffusionModule
 from lightning_search.backbones import DigitsBackbone
 from lightning_search.errors import ConfigurationError, UnknownNameError
-from lightning_search.module import plain_callable
 from lightning_search.sampling import Sampler
 from lightning_search.search import SearchConfig
 from tests.sampling.helpers import MeanVerifier
@@ -39,16 +36,3 @@ def test_predict_step_records_nfe_flops_and_evaluations():
     torch.testing.assert_close(out["evaluations"]["v"], out["result"].score)  # the chosen sample's score
     per_nfe = out["gflops"][0] / 12
     assert per_nfe > 0 and out["gflops"] == pytest.approx([12 * per_nfe] * 2)
-
-
-def test_optimizer_factories_lose_jsonargparse_instantiators():
-    class Instantiator:  # stands in for jsonargparse's, which holds the CLI and the Trainer
-        pass
-
-    def call_without_instantiate_context(instantiator, cls, *args, **kwargs):
-        return cls(*args, **kwargs)
-
-    cli_style = functools.partial(call_without_instantiate_context, Instantiator(), torch.optim.AdamW, lr=0.01)
-    plain = plain_callable(cli_style)
-    assert plain.func is torch.optim.AdamW and plain.keywords == {"lr": 0.01}
-    assert plain_callable(torch.optim.SGD) is torch.optim.SGD
