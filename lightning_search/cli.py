@@ -16,7 +16,7 @@ from lightning import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from typing_extensions import override
 
-from lightning_search.errors import CheckpointError, LightningSearchError
+from lightning_search.errors import CheckpointError, ConfigurationError, LightningSearchError
 from lightning_search.search.config import SearchConfig
 from lightning_search.verifiers.base import Verifier
 
@@ -93,6 +93,28 @@ class LightningSearchCLI(LightningCLI):
     def before_predict(self) -> None:
         self._check_ckpt_path()
         self.configure_model_search()
+        self.resume_predict_run()
+
+    def resume_predict_run(self) -> None:
+        """The explicit resume step: the writer's run folder says which sample ids are done; the DataModule
+        leaves them out and the writer is told so (nothing is passed behind either's back)."""
+        from lightning_search.callbacks.writer import PredictionWriter
+        from lightning_search.data.conditions import ConditionDataModule
+
+        writer = next((c for c in self.trainer.callbacks if isinstance(c, PredictionWriter)), None)
+        if writer is None:
+            return
+        folder = writer.folder(self.trainer)
+        folder.check_writable()
+        done = folder.done_ids() if writer.resume else set()
+        if done and not isinstance(self.datamodule, ConditionDataModule):
+            raise ConfigurationError(
+                f"{str(folder.root)!r} holds {len(done)} records, but {type(self.datamodule).__name__} cannot skip "
+                "samples (a ConditionDataModule can); write into an empty folder"
+            )
+        if done:
+            self.datamodule.skip_samples(done)
+        writer.resume_from(done)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -12,7 +12,6 @@ from jsonargparse import ArgumentParser
 from lightning.pytorch.utilities import rank_zero_info
 
 from lightning_search.errors import ConfigurationError
-from lightning_search.reporting.io import atomic_write_text
 from lightning_search.reporting.scaling import (
     markdown_table,
     plot_scaling,
@@ -20,6 +19,7 @@ from lightning_search.reporting.scaling import (
     scaling_rows,
     write_scaling_csv,
 )
+from lightning_search.runs import atomic_write_text
 
 REPORT_COLUMNS = ["group", "name", "nfe", "gflops", "inception_score", "fid", "kid", "precision", "recall",
                   "accuracy", "search_score"]  # fmt: skip
@@ -85,7 +85,7 @@ def sweep(argv: list[str]) -> None:
 def write_side_by_side(path: Path, run_dirs: list[Path]) -> None:
     """grid.png: the same sample ids (same seeds) of several runs, side by side."""
     from lightning_search.reporting.grid import save_comparison_grid
-    from lightning_search.reporting.io import load_run_images, read_records
+    from lightning_search.runs import load_run_images, read_records
 
     records = [read_records(run) for run in run_dirs]
     common = set.intersection(*({r["sample_id"] for r in recs} for recs in records))

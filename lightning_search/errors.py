@@ -28,6 +28,22 @@ class CheckpointError(LightningSearchError, FileNotFoundError):
     """A checkpoint or weights folder is missing or unreadable."""
 
 
+class RunFolderError(LightningSearchError, ValueError):
+    """A run folder cannot be used: not writable, damaged, or made with other settings."""
+
+
+class Interrupted(LightningSearchError):
+    """A run stopped by a signal at a sample / step boundary, with what it had done saved to be resumed.
+
+    ``exit_code`` is the shell's convention for a process ended by that signal (128 + its number)."""
+
+    EXIT_CODES = {"SIGTERM": 143, "SIGINT": 130}
+
+    def __init__(self, signal_name: str, what: str, resume: str = "rerun the same command to resume") -> None:
+        self.signal_name, self.exit_code = signal_name, self.EXIT_CODES.get(signal_name, 1)
+        super().__init__(f"{what} stopped by {signal_name}; everything done so far is saved: {resume}")
+
+
 def lookup(registry: dict, kind: str, name: str):
     """``registry[name]`` or an :class:`UnknownNameError` listing the valid names."""
     try:

@@ -15,7 +15,7 @@ from lightning_search import DiffusionModule
 from lightning_search.backbones import DigitsBackbone
 from lightning_search.errors import ConfigurationError
 from lightning_search.lora import lora_parameters, save_lora_adapter
-from lightning_search.reporting.io import read_records
+from lightning_search.runs import read_records
 from tests.conftest import patched_recipe
 
 

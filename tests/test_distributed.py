@@ -37,7 +37,7 @@ def same_choices(a, b):
 
 
 def images_close(run_a, run_b, records):
-    from lightning_search.reporting.io import load_image
+    from lightning_search.runs import load_image
 
     for r in records:
         a, b = load_image(run_a / "predictions" / r["image"]), load_image(run_b / "predictions" / r["image"])

@@ -9,7 +9,6 @@ from typing_extensions import override
 from lightning_search.callbacks.writer import PredictionWriter
 from lightning_search.errors import ConfigurationError
 from lightning_search.reporting.grid import save_condition_grid
-from lightning_search.reporting.io import load_run_images, read_records
 from lightning_search.reporting.run_metrics import compute_run_metrics, write_verifier_table
 
 
@@ -44,7 +43,7 @@ class RunReport(Callback):
         writer.merge(trainer)
         if not trainer.is_global_zero:
             return
-        run_dir = writer.run_dir(trainer)
+        folder = writer.folder(trainer)
         evaluator = reference = None
         if self.evaluator is not None:
             from lightning_search.classifier import load_classifier
@@ -57,17 +56,17 @@ class RunReport(Callback):
             "sampler": None if sampler is None else vars(sampler),
             "search": None if search is None else vars(search),
         }
-        metrics = compute_run_metrics(run_dir, evaluator, reference, extra)
-        records = read_records(run_dir)
+        metrics = compute_run_metrics(folder.root, evaluator, reference, extra)
+        records = folder.records()
         if records:
             save_condition_grid(
-                run_dir / "grid.png",
-                load_run_images(run_dir, records),
+                folder.root / "grid.png",
+                folder.load_images(records),
                 [r["condition"] for r in records],
                 self.grid_per_condition,
                 self.grid_conditions,
             )
         if metrics.get("verifier_scores"):
-            write_verifier_table(run_dir / "verifiers.md", metrics)
+            write_verifier_table(folder.root / "verifiers.md", metrics)
         shown = {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}
-        rank_zero_info(f"wrote {run_dir}/metrics.json: {shown}")
+        rank_zero_info(f"wrote {folder.metrics_path}: {shown}")

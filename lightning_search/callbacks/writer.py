@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -12,21 +10,20 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info
 from typing_extensions import override
 
-from lightning_search.reporting.io import (
-    atomic_write_bytes,
-    atomic_write_text,
-    image_to_png_bytes,
-    json_safe,
-    read_records,
-)
+from lightning_search.errors import Interrupted, RunFolderError
+from lightning_search.runs import RunFolder
 
 
 class PredictionWriter(BasePredictionWriter):
-    """Writes ``<output_dir>/predictions/``: ``images/<id>.png`` and ``records.jsonl``.
+    """Writes ``<output_dir>/predictions/``: ``images/<id>.png`` and ``records.jsonl`` (``lightning_search.runs``).
 
     Each rank appends to its own ``records.rank<r>.jsonl`` (one fsynced line per sample, after its image is
-    in place), so a killed run loses at most the batch in flight. On start, ids already recorded are
-    skipped (the DataModule's ``exclude_ids``); at the end rank 0 merges the shards into one sorted file.
+    in place), so a killed run loses at most the batch in flight; at the end rank 0 merges the shards into
+    one sorted file. A SIGTERM stops the run after the batch in flight is written (:class:`Interrupted`).
+
+    Resuming is an explicit step before predict (``lightning-search predict`` does it): :meth:`resume_from`
+    is told which sample ids the folder already holds, and the DataModule is told to skip them. A folder that
+    already holds records but was not resumed that way is refused rather than mixed.
 
     Args:
         output_dir: run folder (default: the trainer's ``default_root_dir``).
@@ -36,37 +33,38 @@ class PredictionWriter(BasePredictionWriter):
     def __init__(self, output_dir: str | None = None, resume: bool = True) -> None:
         super().__init__(write_interval="batch")
         self.output_dir, self.resume = output_dir, resume
-        self.skipped = 0
+        self.skipped: int | None = None  # samples found done by the resume step; None: no resume step ran
 
     def run_dir(self, trainer: Trainer) -> Path:
         return Path(self.output_dir or trainer.default_root_dir)
 
+    def folder(self, trainer: Trainer) -> RunFolder:
+        return RunFolder(self.run_dir(trainer))
+
     def predictions_dir(self, trainer: Trainer) -> Path:
-        return self.run_dir(trainer) / "predictions"
+        return self.folder(trainer).predictions
+
+    def resume_from(self, done: set[int]) -> None:
+        """The resume step's handshake: ``done`` ids are in the folder and skipped by the DataModule."""
+        self.skipped = len(done)
 
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage != "predict":
             return
-        folder = self.predictions_dir(trainer)
+        folder = self.folder(trainer)
         if trainer.is_global_zero:
+            folder.remove_temporary_files()  # writes a killed run did not finish
             if not self.resume:
-                for path in folder.glob("records*.jsonl"):
-                    path.unlink()
-            elif any(folder.glob("records.rank*.jsonl")):
-                # a killed run leaves shards, maybe with a half-written last line: fold them into the merged
-                # file first, so that this run appends to clean shards
-                self._merge_files(folder)
+                folder.clear_records()
+            elif self.skipped is None and folder.done_ids():
+                raise RunFolderError(
+                    f"{str(folder.root)!r} already holds {len(folder.done_ids())} records; resume it with "
+                    "`lightning-search predict` (same settings) or write into an empty folder"
+                )
         trainer.strategy.barrier()
-        done = {int(r["sample_id"]) for r in read_records(self.run_dir(trainer))} if self.resume else set()
-        self.skipped = len(done)
-        datamodule = trainer.datamodule
-        if done and datamodule is not None and hasattr(datamodule, "exclude_ids"):
-            datamodule.exclude_ids = done
-            rank_zero_info(f"resuming into {folder}: {len(done)} samples already done are skipped")
-
-    def _shard(self, trainer: Trainer) -> Path:
-        return self.predictions_dir(trainer) / f"records.rank{trainer.global_rank}.jsonl"
+        if self.skipped:
+            rank_zero_info(f"resuming into {folder.predictions}: {self.skipped} samples already done are skipped")
 
     @staticmethod
     def _writes_on(trainer: Trainer, pl_module: LightningModule) -> bool:
@@ -85,55 +83,45 @@ class PredictionWriter(BasePredictionWriter):
         batch_idx: int,
         dataloader_idx: int,
     ) -> None:
-        if not self._writes_on(trainer, pl_module):
-            return
-        folder = self.predictions_dir(trainer)
-        result = prediction["result"]
-        search = getattr(pl_module, "search_config", None)
-        lines = []
-        for i, sample_id in enumerate(prediction["sample_id"]):
-            image_name = f"images/{sample_id:06d}.png"
-            atomic_write_bytes(folder / image_name, image_to_png_bytes(prediction["images"][i]), fsync=False)
-            record = {
-                "sample_id": sample_id,
-                "condition": prediction["condition"][i],
-                "image": image_name,
-                "algorithm": getattr(search, "algorithm", "none"),
-                "verifier": getattr(search, "verifier", None),
-                "seed": result.chosen[i]["seed"],
-                "chosen": result.chosen[i],
-                "candidate_seeds": result.candidate_seeds[i],
-                "score": float(result.score[i]),
-                "scores": {name: float(s[i]) for name, s in prediction["evaluations"].items()},
-                "nfe": int(result.nfe[i]),
-                "gflops": prediction["gflops"][i],
-                "verifier_calls": int(result.verifier_calls[i]),
-                "verifier_gflops": prediction["verifier_gflops"][i],
-                "wall_time": prediction["wall_time"],
-                "trace": result.trace[i] if result.trace else [],
-            }
-            lines.append(json.dumps(json_safe(record)) + "\n")
-        shard = self._shard(trainer)
-        shard.parent.mkdir(parents=True, exist_ok=True)
-        with open(shard, "a") as f:
-            f.write("".join(lines))
-            f.flush()
-            os.fsync(f.fileno())
+        if self._writes_on(trainer, pl_module):
+            folder = self.folder(trainer)
+            result = prediction["result"]
+            search = getattr(pl_module, "search_config", None)
+            records = []
+            for i, sample_id in enumerate(prediction["sample_id"]):
+                records.append(
+                    {
+                        "sample_id": sample_id,
+                        "condition": prediction["condition"][i],
+                        "image": folder.write_image(sample_id, prediction["images"][i]),
+                        "algorithm": getattr(search, "algorithm", "none"),
+                        "verifier": getattr(search, "verifier", None),
+                        "seed": result.chosen[i]["seed"],
+                        "chosen": result.chosen[i],
+                        "candidate_seeds": result.candidate_seeds[i],
+                        "score": float(result.score[i]),
+                        "scores": {name: float(s[i]) for name, s in prediction["evaluations"].items()},
+                        "nfe": int(result.nfe[i]),
+                        "gflops": prediction["gflops"][i],
+                        "verifier_calls": int(result.verifier_calls[i]),
+                        "verifier_gflops": prediction["verifier_gflops"][i],
+                        "wall_time": prediction["wall_time"],
+                        "trace": result.trace[i] if result.trace else [],
+                    }
+                )
+            folder.append_records(trainer.global_rank, records)
+        if trainer.received_sigterm:
+            # Lightning's predict loop does not look at SIGTERM (its fit loop does): stop at this sample boundary,
+            # everything before it written; the records stay in their shards, to be resumed
+            raise Interrupted("SIGTERM", f"predict into {str(self.run_dir(trainer))!r}")
 
     def merge(self, trainer: Trainer) -> Path:
         """Merge every shard (and an earlier merged file) into one sorted, de-duplicated records.jsonl."""
-        folder = self.predictions_dir(trainer)
+        folder = self.folder(trainer)
         if trainer.is_global_zero:
-            self._merge_files(folder)
+            folder.merge_records()
         trainer.strategy.barrier()
-        return folder / "records.jsonl"
-
-    @staticmethod
-    def _merge_files(folder: Path) -> None:
-        records = read_records(folder.parent)
-        atomic_write_text(folder / "records.jsonl", "".join(json.dumps(r) + "\n" for r in records))
-        for shard in folder.glob("records.rank*.jsonl"):
-            shard.unlink()
+        return folder.predictions / "records.jsonl"
 
     @override
     def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:

@@ -50,17 +50,22 @@ class ConditionDataset(Dataset):
 class ConditionDataModule(LightningDataModule):
     """Base of DataModules that predict over conditions: subclasses implement :meth:`predict_dataset`.
 
-    ``exclude_ids`` (set by the prediction writer when resuming) removes samples that are already done.
+    :meth:`skip_samples` is the resume step's half on the data side: sample ids already done in the run
+    folder are left out of the predict loader (``lightning-search predict`` calls it before predicting).
     """
 
     predict_batch_size: int = 64
 
     def __init__(self) -> None:
         super().__init__()
-        self.exclude_ids: set[int] = set()
+        self._skipped: frozenset[int] = frozenset()
+
+    def skip_samples(self, done: set[int]) -> None:
+        """Leave these sample ids out of prediction (they are in the run folder already)."""
+        self._skipped = frozenset(done)
 
     def predict_dataset(self) -> ConditionDataset:
         raise NotImplementedError
 
     def predict_dataloader(self) -> DataLoader:
-        return self.predict_dataset().exclude(self.exclude_ids).loader(self.predict_batch_size)
+        return self.predict_dataset().exclude(set(self._skipped)).loader(self.predict_batch_size)

@@ -183,7 +183,7 @@ def ai_feedback_pairs(
     whose K scores are all equal (no preference) give no pair. -> columns in the Pick-a-Pic schema:
     caption, jpg_0 (winner, PNG bytes), jpg_1 (loser), label_0 (= 1.0), score_0, score_1, seed_0, seed_1.
     """
-    from lightning_search.reporting.io import image_to_png_bytes
+    from lightning_search.runs import image_to_png_bytes
     from lightning_search.search.base import SearchContext
 
     if samples_per_condition < 2:

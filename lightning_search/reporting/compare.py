@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from lightning_search.errors import ConfigurationError
-from lightning_search.reporting.io import atomic_write_bytes, atomic_write_text, read_records
 from lightning_search.reporting.scaling import _fmt, markdown_table
+from lightning_search.runs import RunFolder, atomic_write_bytes, atomic_write_text, read_records
 
 # metrics of metrics.json shown after the verifier scores, with their direction (for the bar titles)
 METRICS = [("inception_score", "IS (evaluator)", "higher"), ("fid", "FID (evaluator features)", "lower"),
@@ -29,13 +29,7 @@ LEAD = ["name", "algorithm", "verifier", "nfe", "gflops", "num_samples"]
 def read_run(run_dir: str | Path, name: str | None = None) -> dict[str, Any]:
     """One table row: the run's metrics.json flattened (verifier means as ``score/<verifier>``)."""
     run_dir = Path(run_dir)
-    path = run_dir / "metrics.json"
-    if not path.is_file():
-        raise ConfigurationError(
-            f"{str(run_dir)!r} holds no metrics.json; run `lightning-search predict` into it (with the RunReport "
-            "callback) or list it in a compare config with its predict arguments"
-        )
-    metrics = json.loads(path.read_text())
+    metrics = RunFolder(run_dir).read_metrics()
     row = {"name": name or run_dir.name, "run_dir": str(run_dir)}
     row.update({k: metrics.get(k) for k in LEAD[1:]})
     for verifier, value in sorted((metrics.get("verifier_scores") or {}).items()):
@@ -104,7 +98,7 @@ def sample_ids_shown(records: list[dict], per_condition: int, max_conditions: in
 
 def write_grid(path: Path, names: Sequence[str], run_dirs: Sequence[Path], per_condition: int, max_conditions: int):
     from lightning_search.reporting.grid import save_comparison_grid
-    from lightning_search.reporting.io import load_run_images
+    from lightning_search.runs import load_run_images
 
     panels = []
     for name, run, recs in zip(names, run_dirs, common_records(run_dirs)):

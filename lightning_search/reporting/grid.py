@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.utils import make_grid
 
-from lightning_search.reporting.io import atomic_write_bytes, image_to_png_bytes
+from lightning_search.runs import atomic_write_bytes, image_to_png_bytes
 
 
 def image_grid(images: torch.Tensor, nrow: int, min_cell: int = 48, padding: int = 2) -> torch.Tensor:

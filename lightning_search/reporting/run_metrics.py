@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from lightning_search.reporting.io import atomic_write_text, json_safe, load_run_images, read_records
+from lightning_search.runs import RunFolder, atomic_write_text
 
 
 def summarize_records(records: list[dict]) -> dict[str, Any]:
@@ -42,17 +41,18 @@ def compute_run_metrics(
     """Read a run's records and images, compute the metrics, write ``metrics.json`` and return it."""
     from lightning_search.metrics.sample_quality import SampleQuality
 
-    records = read_records(run_dir)
+    folder = RunFolder(run_dir)
+    records = folder.records()
     metrics = summarize_records(records)
     if evaluator is not None and reference is not None and records:
-        images = load_run_images(run_dir, records)
+        images = folder.load_images(records)
         quality = SampleQuality(evaluator, reference)
         labels = [r["condition"] for r in records] if isinstance(records[0]["condition"], int) else None
         for start in range(0, len(records), 1000):
             quality.update(images[start : start + 1000], None if labels is None else labels[start : start + 1000])
         metrics.update(quality.compute())
     metrics.update(extra or {})
-    atomic_write_text(Path(run_dir) / "metrics.json", json.dumps(json_safe(metrics), indent=2) + "\n")
+    folder.write_metrics(metrics)
     return metrics
 
 

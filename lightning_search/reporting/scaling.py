@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from lightning_search.reporting.io import atomic_write_bytes, atomic_write_text
+from lightning_search.runs import atomic_write_bytes, atomic_write_text
 
 SCALING_COLUMNS = [
     "group", "name", "algorithm", "verifier", "nfe", "gflops", "inception_score", "fid", "kid", "precision",

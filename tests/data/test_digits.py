@@ -27,7 +27,7 @@ def test_training_batches_and_prediction_ids():
     assert batch["image"].shape == (32, 1, 8, 8) and batch["condition"].shape == (32,)
     rows = [r for b in dm.predict_dataloader() for r in zip(b["sample_id"].tolist(), b["condition"])]
     assert rows == [(6, 2), (7, 2), (8, 2), (21, 7), (22, 7), (23, 7)]
-    dm.exclude_ids = {7, 22}
+    dm.skip_samples({7, 22})
     assert [s for b in dm.predict_dataloader() for s in b["sample_id"].tolist()] == [6, 8, 21, 23]
 
 

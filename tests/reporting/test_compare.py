@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from lightning_search.reporting.compare import write_comparison
-from lightning_search.reporting.io import image_to_png_bytes
+from lightning_search.runs import image_to_png_bytes
 
 NAMES = ["base", "dpo", "base+search-random-N16", "dpo+search-random-N16", "grpo-lora-rank4", "grpo+search"]
 GENEVAL = {"prompt": "a photo of two clocks", "tag": "counting", "include": [{"class": "clock", "count": 2}]}
