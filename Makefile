@@ -30,10 +30,13 @@ runs/digits/generator/generator.ckpt: recipes/digits/fit.yaml | $(STAMP)
 
 fit-digits: runs/digits/verifier/classifier.ckpt runs/digits/evaluator/classifier.ckpt runs/digits/generator/generator.ckpt
 
-# Diffusion-DPO with LoRA on AI-feedback pairs, then base / DPO / base + search / DPO + search compared
-# (one thread: faster than two on small batches, see ENVIRONMENT.md)
-runs/digits/dpo/adapter/pytorch_lora_weights.safetensors: recipes/digits/dpo.yaml runs/digits/verifier/classifier.ckpt runs/digits/generator/generator.ckpt
-	rm -rf runs/digits/dpo/pairs  # pairs of an older generator
+# AI-feedback pairs (best vs worst of 4 by the verifier), Diffusion-DPO with LoRA on them, then base / DPO /
+# base + search / DPO + search compared (one thread: faster than two on small batches, see ENVIRONMENT.md)
+runs/digits/pairs/metrics.json: recipes/digits/pairs.yaml runs/digits/verifier/classifier.ckpt runs/digits/generator/generator.ckpt
+	rm -rf runs/digits/pairs  # pairs of an older generator or verifier
+	OMP_NUM_THREADS=1 $(RUN) pairs --config recipes/digits/pairs.yaml
+runs/digits/dpo/adapter/pytorch_lora_weights.safetensors: recipes/digits/dpo.yaml runs/digits/pairs/metrics.json
+	rm -rf runs/digits/dpo/adapter runs/digits/dpo/*.ckpt  # an adapter or resume checkpoint of older pairs
 	OMP_NUM_THREADS=1 $(RUN) fit --config recipes/digits/dpo.yaml
 demo-dpo: fit-digits runs/digits/dpo/adapter/pytorch_lora_weights.safetensors
 	OMP_NUM_THREADS=1 $(RUN) compare --config recipes/digits/dpo_compare.yaml --force true

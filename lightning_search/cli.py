@@ -1,142 +1,57 @@
-"""``lightning-search``: LightningCLI's fit / validate / test / predict, plus sweep, report, compare and
-serve-verifier.
+"""``lightning-search``: the entry point. LightningCLI's fit / validate / test / predict (``lightning_cli.py``),
+and pairs, sweep, report, compare and serve-verifier (``commands.py``).
 
+    lightning-search --help                       every command, one line each
     lightning-search fit --config recipes/digits/fit.yaml
-    lightning-search predict --config recipes/digits/search.yaml --ckpt_path runs/digits/generator/last.ckpt \
-        --search.algorithm random --search.num_candidates 16 --search.verifier classifier
+    lightning-search predict --config recipes/digits/search.yaml --search.num_candidates 16
     lightning-search sweep --config recipes/digits/sweep.yaml
+
+Every error of ours, and every bad input the parsers catch, ends the command with one line
+``lightning-search: error: ...`` that names what was wrong first and says what to do (exit code 2); a run
+stopped by SIGTERM or SIGINT says so and how to resume it (exit codes 143 and 130).
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
-from pathlib import Path
+from collections.abc import Callable
 
-from lightning import LightningDataModule, LightningModule
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from typing_extensions import override
+from lightning_search import commands
+from lightning_search.errors import Interrupted, LightningSearchError
+from lightning_search.lightning_cli import LightningSearchCLI, parse_error_line
 
-from lightning_search.errors import CheckpointError, ConfigurationError, LightningSearchError
-from lightning_search.search.config import SearchConfig
-from lightning_search.verifiers.base import Verifier
+__all__ = ["COMMANDS", "LightningSearchCLI", "main"]
 
-EXTRA_COMMANDS = ("sweep", "report", "compare", "serve-verifier")
-
-
-class LightningSearchCLI(LightningCLI):
-    """LightningCLI with ``--search.*`` (the search settings) and ``--verifiers`` (named verifier instances).
-
-    Models and DataModules are given by ``class_path`` (any LightningModule / LightningDataModule), so one
-    CLI trains the generator, the classifiers and fine-tunes, and predicts with or without search.
-    """
-
-    def __init__(self, *args, **kwargs) -> None:
-        kwargs.setdefault("save_config_kwargs", {"overwrite": True})
-        kwargs.setdefault("auto_configure_optimizers", False)
-        kwargs.setdefault("parser_kwargs", {"default_env": False})
-        super().__init__(LightningModule, LightningDataModule, *args, subclass_mode_model=True,
-                         subclass_mode_data=True, **kwargs)  # fmt: skip
-
-    @override
-    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.add_class_arguments(SearchConfig, "search", help="Inference-time search (predict).")
-        parser.add_argument(
-            "--verifiers",
-            type=dict[str, Verifier] | None,
-            default=None,
-            help="Named verifiers: the one --search.verifier names guides search, all score the results.",
-        )
-
-    @override
-    def _parse_ckpt_path(self) -> None:
-        # LightningCLI would re-apply the checkpoint's saved hyperparameters *over* the command line, so
-        # `predict --ckpt_path X --model.init_args.sampler.steps 1` would silently sample with the training
-        # steps. Our recipes state the model in full; the checkpoint only provides weights.
-        return
-
-    def _config(self):
-        return self.config[self.subcommand] if self.subcommand else self.config
-
-    def _config_init(self):
-        return self.config_init[self.subcommand] if self.subcommand else self.config_init
-
-    def _check_ckpt_path(self) -> None:
-        ckpt_path = self._config().get("ckpt_path")
-        if ckpt_path and ckpt_path not in ("last", "best") and not Path(ckpt_path).is_file():
-            raise CheckpointError(
-                f"checkpoint {ckpt_path!r} not found; train one with `lightning-search fit --config ...` "
-                "or pass an existing .ckpt to --ckpt_path"
-            )
-
-    def configure_model_search(self) -> None:
-        """Hand ``--search`` and ``--verifiers`` to the model (DiffusionModule.configure_search)."""
-        init = self._config_init()
-        if hasattr(self.model, "configure_search"):
-            self.model.configure_search(init.get("search"), init.get("verifiers"))
-
-    @override
-    def before_instantiate_classes(self) -> None:
-        config = self._config()
-        if config.get("search") is not None and config.search.candidate_sharding:
-            # every rank must see every sample: its candidates, not its samples, are split across ranks
-            config.trainer.use_distributed_sampler = False
-
-    def before_fit(self) -> None:
-        self._check_ckpt_path()
-
-    def before_validate(self) -> None:
-        self._check_ckpt_path()
-
-    def before_test(self) -> None:
-        self._check_ckpt_path()
-
-    def before_predict(self) -> None:
-        self._check_ckpt_path()
-        self.configure_model_search()
-        self.resume_predict_run()
-
-    def resume_predict_run(self) -> None:
-        """The explicit resume step: the writer's run folder says which sample ids are done; the DataModule
-        leaves them out and the writer is told so (nothing is passed behind either's back)."""
-        from lightning_search.callbacks.writer import PredictionWriter
-        from lightning_search.data.conditions import ConditionDataModule
-
-        writer = next((c for c in self.trainer.callbacks if isinstance(c, PredictionWriter)), None)
-        if writer is None:
-            return
-        folder = writer.folder(self.trainer)
-        folder.check_writable()
-        done = folder.done_ids() if writer.resume else set()
-        if done and not isinstance(self.datamodule, ConditionDataModule):
-            raise ConfigurationError(
-                f"{str(folder.root)!r} holds {len(done)} records, but {type(self.datamodule).__name__} cannot skip "
-                "samples (a ConditionDataModule can); write into an empty folder"
-            )
-        if done:
-            self.datamodule.skip_samples(done)
-        writer.resume_from(done)
+# name -> (one line for --help, the function running it); LightningCLI's own subcommands have None
+COMMANDS: dict[str, tuple[str, Callable[[list[str]], None] | None]] = {
+    "fit": ("train or fine-tune a model (generator, classifiers, DPO, LoRA)", None),
+    "validate": ("run a model's validation loop", None),
+    "test": ("run a model's test loop", None),
+    "predict": ("sample, with or without search, into a run folder", None),
+    "pairs": ("AI-feedback preference pairs (best vs worst of K)", commands.pairs),
+    "sweep": ("many predicts in one process, then the scaling report", commands.sweep),
+    "report": ("redraw a sweep's report from its scaling.csv", commands.report),
+    "compare": ("compare runs: tables, bars, images side by side", commands.compare),
+    "serve-verifier": ("serve a verifier over HTTP (RemoteVerifier)", commands.serve_verifier),
+}
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Console entry point; our own errors are printed as one clear line (exit code 2)."""
-    args = sys.argv[1:] if argv is None else argv
-    try:
-        if args and args[0] in EXTRA_COMMANDS:
-            from lightning_search import commands
-
-            getattr(commands, args[0].replace("-", "_"))(args[1:])
-        else:
-            LightningSearchCLI(args=argv)
-    except Exception as err:
-        ours = _find_our_error(err)
-        if ours is None:
-            raise
-        print(f"lightning-search: error: {ours}", file=sys.stderr)
-        raise SystemExit(2) from None
+def help_text() -> str:
+    """``lightning-search --help``: every command with one line."""
+    parser = argparse.ArgumentParser(
+        prog="lightning-search",
+        description="Fine-tune and search diffusion models through one Lightning module.",
+        epilog="`lightning-search COMMAND --help` shows the options of a command.",
+    )
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+    for name, (line, _) in COMMANDS.items():
+        sub.add_parser(name, help=line, add_help=False)
+    return parser.format_help()
 
 
-def _find_our_error(err: BaseException | None) -> LightningSearchError | None:
-    """Our error, also when jsonargparse wrapped it while instantiating a class from the config."""
+def find_our_error(err: BaseException | None) -> LightningSearchError | None:
+    """Our error, also when jsonargparse or Lightning wrapped it (while instantiating a class from the config)."""
     seen = set()
     while err is not None and id(err) not in seen:
         if isinstance(err, LightningSearchError):
@@ -144,6 +59,39 @@ def _find_our_error(err: BaseException | None) -> LightningSearchError | None:
         seen.add(id(err))
         err = err.__cause__ or err.__context__
     return None
+
+
+def _fail(line: str, code: int = 2) -> None:
+    print(f"lightning-search: error: {line}", file=sys.stderr)
+    raise SystemExit(code) from None
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: run a command; our errors and bad input become one line (exit code 2)."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    if not args or args[0] in ("-h", "--help"):
+        (sys.stdout if args else sys.stderr).write(help_text())
+        raise SystemExit(0 if args else 2)
+    name = args[0]
+    if name not in COMMANDS:
+        _fail(f"unknown command {name!r}; the commands: {', '.join(COMMANDS)} (lightning-search --help)")
+    function = COMMANDS[name][1]
+    try:
+        if function is not None:
+            function(args[1:])
+        else:
+            LightningSearchCLI(args=argv)  # None: LightningCLI reads sys.argv itself
+    except argparse.ArgumentError as err:
+        _fail(parse_error_line(str(err), name))
+    except Interrupted as err:
+        _fail(str(err), err.exit_code)
+    except Exception as err:
+        ours = find_our_error(err)
+        if ours is None:
+            raise
+        if isinstance(ours, Interrupted):
+            _fail(str(ours), ours.exit_code)
+        _fail(str(ours))
 
 
 if __name__ == "__main__":

@@ -1,17 +1,25 @@
-"""Commands beyond LightningCLI's: ``sweep`` (many predicts in one process), ``report``, ``compare``,
-``serve-verifier`` (a verifier behind HTTP for ``RemoteVerifier``)."""
+"""Commands beyond LightningCLI's: ``pairs`` (AI-feedback pairs), ``sweep`` (many predicts in one process),
+``report``, ``compare``, ``serve-verifier`` (a verifier behind HTTP for ``RemoteVerifier``).
+
+Sweep and compare configs are read by jsonargparse into the dataclasses below, so that a wrong or missing key
+gets the same one-line error as any other config; the predict arguments of every point or run are parsed by
+the predict parser before the first one runs.
+"""
 
 from __future__ import annotations
 
-import json
+import shutil
+from argparse import ArgumentError
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from jsonargparse import ArgumentParser
 from lightning.pytorch.utilities import rank_zero_info
 
 from lightning_search.errors import ConfigurationError
+from lightning_search.lightning_cli import PARSER_KWARGS, LightningSearchCLI, check_run_arguments, parse_error_line
+from lightning_search.reporting.diagnostics import HackingThresholds
 from lightning_search.reporting.scaling import (
     markdown_table,
     plot_scaling,
@@ -19,89 +27,191 @@ from lightning_search.reporting.scaling import (
     scaling_rows,
     write_scaling_csv,
 )
-from lightning_search.runs import atomic_write_text
+from lightning_search.runs import RunFolder, atomic_write_text
 
 REPORT_COLUMNS = ["group", "name", "nfe", "gflops", "inception_score", "fid", "kid", "precision", "recall",
                   "accuracy", "search_score"]  # fmt: skip
 
 
-def _load_sweep(path: str | Path) -> dict[str, Any]:
+# -- the configs ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunSpec:
+    """One predict of a sweep or compare config: ``lightning-search predict --config <predict_config> <args>``
+    into ``<output_dir>/<name>``.
+
+    Args:
+        name: the folder and the label of the run (unique in its config).
+        group: the curve it belongs to in a sweep's scaling plot (default: its name).
+        args: predict command-line arguments, e.g. ``[--search.algorithm=random, --search.num_candidates=4]``.
+    """
+
+    name: str
+    group: str | None = None
+    args: list[str] = field(default_factory=list)
+
+
+@dataclass
+class GridSpec:
+    """Two runs of a sweep shown side by side in ``grid.png`` (same sample ids, same seeds)."""
+
+    left: str
+    right: str
+
+
+@dataclass
+class SweepSpec:
+    """A sweep config (``lightning-search sweep --config``).
+
+    Args:
+        predict_config: the predict recipe every point starts from.
+        output_dir: where each point's run folder and the report go.
+        points: the points; their args override the recipe.
+        title: the report's title.
+        grid: two points shown side by side.
+        diagnostics: verifier-hacking thresholds and baseline (``reporting.diagnostics.HackingThresholds``).
+        findings: a named set of checks of the paper's findings to add to the report (``digits``, for
+            ``recipes/digits/sweep.yaml``'s points; none by default: they know that sweep's groups).
+    """
+
+    predict_config: str
+    output_dir: str
+    points: list[RunSpec]
+    title: str = "Scaling sweep"
+    grid: GridSpec | None = None
+    diagnostics: HackingThresholds | None = None
+    findings: str | None = None
+
+
+@dataclass
+class CompareSpec:
+    """A compare config (``lightning-search compare --config``): runs predicted (if not done yet), then compared."""
+
+    predict_config: str
+    output_dir: str
+    runs: list[RunSpec]
+    title: str = "Comparison"
+
+
+def load_spec(path: str | Path, kind: type, what: str):
+    """A sweep / compare config file as its dataclass; wrong keys, missing keys and repeated run names are
+    one-line errors naming the file."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigurationError(f"sweep config {str(path)!r} not found")
-    spec = yaml.safe_load(path.read_text())
-    missing = {"predict_config", "output_dir", "points"} - set(spec)
-    if missing:
-        raise ConfigurationError(f"sweep config {str(path)!r} lacks {', '.join(sorted(missing))}")
-    names = [p["name"] for p in spec["points"]]
-    if len(set(names)) != len(names):
-        raise ConfigurationError("sweep point names must be unique")
+        raise ConfigurationError(f"{what} config {str(path)!r} not found")
+    parser = ArgumentParser(**PARSER_KWARGS)
+    parser.add_argument("--spec", type=kind)
+    try:
+        spec = parser.instantiate(parser.parse_object({"spec": read_yaml(path)})).spec
+    except ArgumentError as err:
+        line = parse_error_line(str(err), what).replace("spec.", "")
+        raise ConfigurationError(f"{what} config {str(path)!r}: {line}") from None
+    runs = spec.points if isinstance(spec, SweepSpec) else spec.runs
+    names = [r.name for r in runs]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ConfigurationError(f"{what} config {str(path)!r}: run names must be unique, repeated: {repeated}")
     return spec
+
+
+def read_yaml(path: Path) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as err:
+        raise ConfigurationError(f"{str(path)!r} is not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except yaml.YAMLError as err:
+        raise ConfigurationError(f"{str(path)!r} is not valid YAML: {str(err).splitlines()[0]}") from None
+
+
+def _parser(prog: str, description: str | None) -> ArgumentParser:
+    return ArgumentParser(prog=prog, description=description, **PARSER_KWARGS)
+
+
+# -- pairs ------------------------------------------------------------------------------------------------
+
+
+def pairs(argv: list[str]) -> None:
+    """AI-feedback preference pairs: a predict run that samples K images per condition, scores them with a
+    verifier of the run and writes best against worst as a preference data set (Pick-a-Pic schema) into
+    ``<run>/pairs``, which ``PreferenceDataModule(source=<run>/pairs)`` reads.
+
+        lightning-search pairs --config recipes/digits/pairs.yaml
+
+    The arguments are predict's, with ``--pairs.*`` (verifier, samples_per_condition, seed) instead of
+    ``--search.*``.
+    """
+    LightningSearchCLI(args=["predict", *argv], mode="pairs")
+
+
+# -- sweep ------------------------------------------------------------------------------------------------
 
 
 def run_point(predict_config: str, output_dir: Path, args: list[str]) -> dict[str, Any]:
     """One ``lightning-search predict`` in this process; returns the run's metrics.json."""
-    from lightning_search.cli import LightningSearchCLI
-
     LightningSearchCLI(args=["predict", "--config", predict_config, *args, f"--trainer.default_root_dir={output_dir}"])
-    return json.loads((output_dir / "metrics.json").read_text())
+    return RunFolder(output_dir).read_metrics()
 
 
 def sweep(argv: list[str]) -> None:
     """Run every point of a sweep config (a predict recipe plus per-point overrides), then the report.
 
-    A point whose folder already holds ``metrics.json`` is reused unless ``--force``.
+    A point whose folder already holds ``metrics.json`` (made with the same settings) is reused unless
+    ``--force``.
     """
-    parser = ArgumentParser(prog="lightning-search sweep", description=sweep.__doc__)
+    parser = _parser("lightning-search sweep", sweep.__doc__)
     parser.add_argument("--config", required=True, help="sweep YAML: predict_config, output_dir, points")
     parser.add_argument("--force", type=bool, default=False, help="recompute points that are already done")
     parser.add_argument("--only", type=list[str] | None, default=None, help="run only these point names")
     cfg = parser.parse_args(argv)
-    spec = _load_sweep(cfg.config)
-    out = Path(spec["output_dir"])
+    spec: SweepSpec = load_spec(cfg.config, SweepSpec, "sweep")
+    out = Path(spec.output_dir)
+    chosen = [p for p in spec.points if not cfg.only or p.name in cfg.only]
+    check_run_arguments(spec.predict_config, {p.name: p.args for p in chosen})
     points = []
-    for point in spec["points"]:
-        if cfg.only and point["name"] not in cfg.only:
-            continue
-        folder = out / point["name"]
-        if cfg.force and (folder / "predictions").exists():
-            import shutil
-
+    for point in chosen:
+        folder = out / point.name
+        if cfg.force and folder.exists():
             shutil.rmtree(folder)
-        if (folder / "metrics.json").is_file() and not cfg.force:
-            metrics = json.loads((folder / "metrics.json").read_text())
+        if RunFolder(folder).metrics_path.is_file():
+            metrics = RunFolder(folder).read_metrics()
         else:
-            rank_zero_info(f"sweep point {point['name']}")
-            metrics = run_point(spec["predict_config"], folder, [str(a) for a in point.get("args", [])])
-        metrics.update(name=point["name"], group=point.get("group", point["name"]))
+            rank_zero_info(f"sweep point {point.name}")
+            metrics = run_point(spec.predict_config, folder, list(point.args))
+        metrics.update(name=point.name, group=point.group or point.name)
         points.append(metrics)
-    grid = spec.get("grid")
-    if grid:
-        write_side_by_side(out / "grid.png", [out / grid["left"], out / grid["right"]])
-    title, hacking = spec.get("title", "Scaling sweep"), spec.get("diagnostics")
-    write_report(out, scaling_rows(points), title=title, grid=grid, diagnostics=hacking)
+    if spec.grid:
+        write_side_by_side(out / "grid.png", [out / spec.grid.left, out / spec.grid.right])
+    write_report(out, scaling_rows(points), spec.title, spec.grid, spec.diagnostics, spec.findings)
 
 
 def write_side_by_side(path: Path, run_dirs: list[Path]) -> None:
     """grid.png: the same sample ids (same seeds) of several runs, side by side."""
     from lightning_search.reporting.grid import save_comparison_grid
-    from lightning_search.runs import load_run_images, read_records
 
-    records = [read_records(run) for run in run_dirs]
+    folders = [RunFolder(run) for run in run_dirs]
+    records = [folder.records() for folder in folders]
     common = set.intersection(*({r["sample_id"] for r in recs} for recs in records))
     panels = []
-    for run, recs in zip(run_dirs, records):
+    for folder, recs in zip(folders, records):
         recs = [r for r in recs if r["sample_id"] in common]
-        panels.append((run.name, load_run_images(run, recs), [r["condition"] for r in recs]))
+        panels.append((folder.root.name, folder.load_images(recs), [r["condition"] for r in recs]))
     save_comparison_grid(path, panels)
 
 
 def write_report(
-    out: Path, rows: list[dict[str, Any]], title: str, grid: dict | None = None, diagnostics: dict | None = None
+    out: Path,
+    rows: list[dict[str, Any]],
+    title: str,
+    grid: GridSpec | None = None,
+    diagnostics: HackingThresholds | None = None,
+    findings: str | None = None,
 ) -> None:
     """scaling.csv, scaling.png and report.md of a sweep folder; ``diagnostics``: the verifier-hacking
-    thresholds and baseline (``reporting.diagnostics.HackingThresholds`` fields)."""
-    from lightning_search.reporting.diagnostics import HackingThresholds, diagnostics_markdown
+    thresholds and baseline; ``findings``: the named checks of the paper's findings (none: no such section)."""
+    from lightning_search.reporting.diagnostics import diagnostics_markdown
     from lightning_search.reporting.findings import findings_markdown
 
     out.mkdir(parents=True, exist_ok=True)
@@ -109,14 +219,13 @@ def write_report(
     plot_scaling(out / "scaling.png", rows)
     score_columns = sorted({k for r in rows for k in r if k.startswith("score/")})
     text = [f"# {title}", "", "![scaling](scaling.png)", ""]
-    findings = findings_markdown(rows)
     if findings:
-        text += ["## The paper's findings on this run", "", findings, ""]
-    hacking = diagnostics_markdown(rows, HackingThresholds(**(diagnostics or {})))
+        text += ["## The paper's findings on this run", "", findings_markdown(rows, findings), ""]
+    hacking = diagnostics_markdown(rows, diagnostics or HackingThresholds())
     if hacking:
         text += ["## Verifier-hacking diagnostics", "", hacking, ""]
     if grid:
-        text += [f"Same seeds, left: `{grid['left']}`, right: `{grid['right']}`", "", "![grid](grid.png)", ""]
+        text += [f"Same seeds, left: `{grid.left}`, right: `{grid.right}`", "", "![grid](grid.png)", ""]
     text += ["## All points", "", markdown_table(rows, REPORT_COLUMNS + score_columns)]
     atomic_write_text(out / "report.md", "\n".join(text) + "\n")
     rank_zero_info(f"wrote {out}/scaling.csv, scaling.png, report.md")
@@ -124,29 +233,20 @@ def write_report(
 
 def report(argv: list[str]) -> None:
     """Redraw scaling.png and report.md of a sweep folder from its scaling.csv."""
-    parser = ArgumentParser(prog="lightning-search report", description=report.__doc__)
+    parser = _parser("lightning-search report", report.__doc__)
     parser.add_argument("sweep_dir", help="a folder written by `lightning-search sweep`")
     parser.add_argument("--title", default="Scaling sweep")
     parser.add_argument("--baseline", default=None, help="the no-search point of the hacking diagnostics")
+    parser.add_argument("--findings", type=str | None, default=None, help="named checks of the paper's findings")
     cfg = parser.parse_args(argv)
     out = Path(cfg.sweep_dir)
     if not (out / "scaling.csv").is_file():
         raise ConfigurationError(f"{str(out)!r} holds no scaling.csv; run `lightning-search sweep` first")
-    write_report(out, read_scaling_csv(out / "scaling.csv"), cfg.title, diagnostics={"baseline": cfg.baseline})
+    rows = read_scaling_csv(out / "scaling.csv")
+    write_report(out, rows, cfg.title, diagnostics=HackingThresholds(baseline=cfg.baseline), findings=cfg.findings)
 
 
-def _load_compare_spec(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigurationError(f"compare config {str(path)!r} not found")
-    spec = yaml.safe_load(path.read_text()) or {}
-    missing = {"predict_config", "output_dir", "runs"} - set(spec)
-    if missing:
-        raise ConfigurationError(f"compare config {str(path)!r} lacks {', '.join(sorted(missing))}")
-    names = [r["name"] for r in spec["runs"]]
-    if len(set(names)) != len(names):
-        raise ConfigurationError("compare run names must be unique")
-    return spec
+# -- compare ----------------------------------------------------------------------------------------------
 
 
 def compare(argv: list[str]) -> None:
@@ -157,12 +257,12 @@ def compare(argv: list[str]) -> None:
         lightning-search compare --config recipes/digits/dpo_compare.yaml
 
     A compare config (predict_config, output_dir, runs: [{name, args}], title) first runs
-    `lightning-search predict --config <predict_config> <args>` into output_dir/<name> for every run whose
-    folder holds no metrics.json yet (all in this process), then compares them.
+    `lightning-search predict --config <predict_config> <args>` into output_dir/<name> for every run (a run
+    already done with the same settings is reused; all in this process), then compares them.
     """
     from lightning_search.reporting.compare import write_comparison
 
-    parser = ArgumentParser(prog="lightning-search compare", description=compare.__doc__)
+    parser = _parser("lightning-search compare", compare.__doc__)
     parser.add_argument("runs", type=str, nargs="*", default=[], help="run folders holding metrics.json")
     parser.add_argument("--config", default=None, help="compare YAML: predict_config, output_dir, runs")
     parser.add_argument("--output_dir", default=None, help="where the report goes (default: runs/compare)")
@@ -175,25 +275,27 @@ def compare(argv: list[str]) -> None:
     run_dirs, names, title = [Path(r) for r in cfg.runs], cfg.names, cfg.title
     out = Path(cfg.output_dir) if cfg.output_dir else None
     if cfg.config is not None:
-        spec = _load_compare_spec(cfg.config)
-        out = out or Path(spec["output_dir"])
-        names = list(names or [r.name for r in run_dirs]) + [r["name"] for r in spec["runs"]]
-        for run in spec["runs"]:
-            folder = out / run["name"]
+        spec: CompareSpec = load_spec(cfg.config, CompareSpec, "compare")
+        out = out or Path(spec.output_dir)
+        names = list(names or [r.name for r in run_dirs]) + [r.name for r in spec.runs]
+        check_run_arguments(spec.predict_config, {r.name: r.args for r in spec.runs})
+        for run in spec.runs:
+            folder = out / run.name
             if cfg.force and folder.exists():
-                import shutil
-
                 shutil.rmtree(folder)
-            if not (folder / "metrics.json").is_file():
-                rank_zero_info(f"compare: predicting {run['name']}")
-                run_point(spec["predict_config"], folder, [str(a) for a in run.get("args", [])])
+            if not RunFolder(folder).metrics_path.is_file():
+                rank_zero_info(f"compare: predicting {run.name}")
+                run_point(spec.predict_config, folder, list(run.args))
             run_dirs.append(folder)
-        title = title or spec.get("title")
+        title = title or spec.title
     rows = write_comparison(out or Path("runs/compare"), run_dirs, names, title or "Comparison")
     shown = {
         r["name"]: {k: round(v, 3) for k, v in r.items() if k.startswith("score/") and v is not None} for r in rows
     }
     rank_zero_info(f"wrote {out or 'runs/compare'}/report.md, report.html: {shown}")
+
+
+# -- serve-verifier ---------------------------------------------------------------------------------------
 
 
 def serve_verifier(argv: list[str]) -> None:
@@ -208,7 +310,7 @@ def serve_verifier(argv: list[str]) -> None:
 
     from lightning_search.verifiers.server import load_verifier_config, serve
 
-    parser = ArgumentParser(prog="lightning-search serve-verifier", description=serve_verifier.__doc__)
+    parser = _parser("lightning-search serve-verifier", serve_verifier.__doc__)
     parser.add_argument("--config", required=True, help="YAML with the verifier's class_path / init_args")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0: every interface)")
     parser.add_argument("--port", type=int, default=8000, help="port to bind (0: any free port)")
@@ -218,3 +320,6 @@ def serve_verifier(argv: list[str]) -> None:
     cfg = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     serve(load_verifier_config(cfg.config), cfg.host, cfg.port, cfg.token_env, cfg.device)
+
+
+__all__ = ["CompareSpec", "RunSpec", "SweepSpec", "compare", "pairs", "report", "serve_verifier", "sweep"]

@@ -27,6 +27,7 @@ from lightning_search.lora import (
 from lightning_search.metrics.flops import backbone_gflops, verifier_gflops
 from lightning_search.objectives.base import Objective
 from lightning_search.objectives.denoising import DenoisingLoss
+from lightning_search.pairs import PairsConfig, best_and_worst
 from lightning_search.sampling.sampler import Sampler
 from lightning_search.search.base import SearchAlgorithm, SearchContext
 from lightning_search.search.config import SearchConfig, build_search
@@ -76,6 +77,7 @@ class DiffusionModule(LightningModule):
         self.sampler = sampler if sampler is not None else Sampler()
         self.optimizer, self.lr_scheduler = plain_callable(optimizer), plain_callable(lr_scheduler)
         self.search_config = SearchConfig()
+        self.pairs_config: PairsConfig | None = None  # set: predict makes AI-feedback pairs instead of searching
         # Frozen scorers live outside the module's state: they are not trained and not checkpointed.
         self.verifiers: dict[str, Verifier] = {}
         self._gflops: dict[str, float] | None = None
@@ -123,6 +125,17 @@ class DiffusionModule(LightningModule):
                     f"{self.sampler.solver} x {self.sampler.steps} steps), more than --search.budget {budget}; "
                     "lower num_candidates / iterations / branches or raise the budget"
                 )
+
+    def configure_pairs(self, pairs: PairsConfig, verifiers: dict[str, Verifier] | None = None) -> None:
+        """Make predict sample AI-feedback pairs (``lightning-search pairs``) with the named verifier."""
+        self.verifiers = dict(verifiers or {})
+        for verifier in self.verifiers.values():
+            verifier.resolve_members(self.verifiers)
+        if pairs.verifier is None:
+            raise ConfigurationError("pairs need a verifier: set pairs.verifier to a name of the run's verifiers")
+        if pairs.verifier not in self.verifiers:
+            raise UnknownNameError("verifier", pairs.verifier, self.verifiers)
+        self.pairs_config = pairs
 
     def search_algorithm(self) -> SearchAlgorithm:
         return build_search(self.search_config)
@@ -193,9 +206,14 @@ class DiffusionModule(LightningModule):
     @override
     @torch.no_grad()
     def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
-        """Search (or plainly sample) for each condition of the batch; score the results with every verifier."""
+        """Search (or plainly sample) for each condition of the batch; score the results with every verifier.
+        With :meth:`configure_pairs`: the AI-feedback pairs of the batch instead (``{"pairs": rows}``)."""
         start = time.perf_counter()
         conditions, sample_ids = batch["condition"], batch["sample_id"].tolist()
+        if self.pairs_config is not None:
+            pairs = self.pairs_config
+            ctx = SearchContext(self.backbone, self.sampler, self.verifiers[pairs.verifier], pairs.seed)
+            return {"pairs": best_and_worst(ctx, conditions, sample_ids, pairs.samples_per_condition)}
         search = self.search_config
         algorithm = self.search_algorithm()
         world_size = self.trainer.world_size if self._trainer is not None else 1

@@ -237,10 +237,15 @@ class RunFolder:
 
     def remove_temporary_files(self) -> None:
         """Temporary files of writes a killed run did not finish (never renamed: never seen by readers)."""
+        import shutil
+
         for folder in (self.root, self.predictions, self.predictions / "images"):
             if folder.is_dir():
                 for path in folder.glob(f".*{TEMPORARY_SUFFIX}"):
-                    path.unlink(missing_ok=True)
+                    if path.is_dir():
+                        shutil.rmtree(path, ignore_errors=True)
+                    else:
+                        path.unlink(missing_ok=True)
 
     # -- records and images -----------------------------------------------------------------------------
     def records(self) -> list[dict]:
@@ -308,6 +313,39 @@ class RunFolder:
                 "callback) or list it in a compare config with its predict arguments"
             )
         return read_json(self.metrics_path)
+
+
+def write_preference_pairs(path: str | Path, columns: dict[str, list]) -> Path:
+    """A preference data set in the Pick-a-Pic schema (caption, jpg_0, jpg_1, label_0, ...) as a ``save_to_disk``
+    folder, or one parquet file if ``path`` ends in ``.parquet``; written beside its place, then renamed, so
+    that a reader never meets half a data set."""
+    import shutil
+
+    import datasets
+
+    data = datasets.Dataset.from_dict(columns)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}{TEMPORARY_SUFFIX}"
+    try:
+        if path.suffix == ".parquet":
+            data.to_parquet(str(tmp))
+        else:
+            data.save_to_disk(str(tmp))
+        if path.is_dir():
+            old = path.parent / f".{path.name}.old.{secrets.token_hex(4)}{TEMPORARY_SUFFIX}"
+            path.rename(old)
+            tmp.rename(path)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+        raise
+    return path
 
 
 def check_checkpoint_file(path: str | Path, what: str = "checkpoint") -> Path:

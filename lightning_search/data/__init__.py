@@ -3,18 +3,11 @@
 from lightning_search.data.classes import ClassConditionDataModule
 from lightning_search.data.conditions import ConditionDataModule, ConditionDataset, collate_conditions
 from lightning_search.data.digits import DigitsDataModule, digits_splits, reference_images
-from lightning_search.data.preference import (
-    AIFeedback,
-    PreferenceDataModule,
-    ai_feedback_pairs,
-    load_preference_dataset,
-    save_pairs,
-)
+from lightning_search.data.preference import PreferenceDataModule, load_preference_dataset
 from lightning_search.data.prompts import BUILTIN_PROMPT_SETS, PromptDataModule, builtin_prompts
 
 __all__ = [
     "BUILTIN_PROMPT_SETS",
-    "AIFeedback",
     "ClassConditionDataModule",
     "ConditionDataModule",
     "ConditionDataset",
@@ -22,10 +15,8 @@ __all__ = [
     "PreferenceDataModule",
     "PromptDataModule",
     "builtin_prompts",
-    "ai_feedback_pairs",
     "collate_conditions",
     "digits_splits",
     "load_preference_dataset",
     "reference_images",
-    "save_pairs",
 ]

@@ -1,4 +1,4 @@
-"""Preference pairs for Diffusion-DPO and SFT: the Pick-a-Pic v2 schema, or pairs labelled by a verifier.
+"""Preference pairs for Diffusion-DPO and SFT, read from a data set in the Pick-a-Pic v2 schema.
 
 The schema (Kirstain et al. 2023, ``yuvalkirstain/pickapic_v2``): one row per pair with ``caption`` (the
 condition: a prompt, or a class id for class-conditional models), ``jpg_0`` and ``jpg_1`` (encoded image bytes,
@@ -10,10 +10,9 @@ Batches: ``{"image_w": (B, C, H, W) in [0, 1], "image_l": (B, C, H, W) in [0, 1]
 (the preferred image first), what :class:`~lightning_search.objectives.DiffusionDPO` and
 :class:`~lightning_search.objectives.PreferredSFT` read.
 
-AI-feedback pairs (the paper's "AI feedback" variant, and Table 3's fine-tuned-then-searched model on digits):
-:func:`ai_feedback_pairs` samples K images per condition from a model with distinct seeded noises, scores them
-with any verifier and keeps the best against the worst; the result is saved in the same schema (PNG bytes,
-plus ``score_0`` / ``score_1`` and the noise seeds), so it is a reusable data set like any other.
+AI-feedback pairs (best against worst of K samples by a verifier) are made by ``lightning-search pairs``, a
+predict run that writes them in this schema (``lightning_search/pairs.py``); this module only reads: data
+knows no models.
 """
 
 from __future__ import annotations
@@ -30,7 +29,6 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from lightning_search.errors import CheckpointError, ConfigurationError
-from lightning_search.verifiers.base import Verifier
 
 DISK_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")  # written by save_to_disk
 
@@ -63,8 +61,8 @@ def load_preference_dataset(source: str, split: str = "train"):
             return datasets.load_dataset(str(path), split=split)
         if source.startswith((".", "/", "~")) or source.count("/") > 1:
             raise CheckpointError(
-                f"preference data {source!r} not found: make it with ai_feedback (AI-feedback pairs) or point "
-                "to a save_to_disk folder, parquet files or a hub id"
+                f"preference data {source!r} not found: make it with `lightning-search pairs` (AI-feedback pairs) "
+                "or point to a save_to_disk folder, parquet files or a hub id"
             )
         return datasets.load_dataset(source, split=split)
     except (FileNotFoundError, ConnectionError, OSError, ValueError) as err:
@@ -163,117 +161,6 @@ def collate_pairs(rows: list[dict[str, Any] | None]) -> dict[str, Any]:
     }
 
 
-# -- AI feedback --------------------------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def ai_feedback_pairs(
-    backbone,
-    sampler,
-    verifier: Verifier,
-    conditions: Sequence[Any],
-    sample_ids: Sequence[int],
-    samples_per_condition: int = 4,
-    seed: int = 0,
-    batch_size: int = 256,
-) -> dict[str, list]:
-    """Sample K images per condition, score them with ``verifier``, keep the best against the worst.
-
-    Noises are seeded by (seed, sample id, candidate) as in search, so the pairs are reproducible. Conditions
-    whose K scores are all equal (no preference) give no pair. -> columns in the Pick-a-Pic schema:
-    caption, jpg_0 (winner, PNG bytes), jpg_1 (loser), label_0 (= 1.0), score_0, score_1, seed_0, seed_1.
-    """
-    from lightning_search.runs import image_to_png_bytes
-    from lightning_search.search.base import SearchContext
-
-    if samples_per_condition < 2:
-        raise ConfigurationError(f"AI feedback needs samples_per_condition >= 2, got {samples_per_condition}")
-    ctx = SearchContext(backbone, sampler, verifier, seed)
-    columns: dict[str, list] = {k: [] for k in ("caption", "jpg_0", "jpg_1", "label_0", "score_0", "score_1")}
-    columns.update(seed_0=[], seed_1=[])
-    for start in range(0, len(conditions), batch_size):
-        conds, ids = list(conditions[start : start + batch_size]), list(sample_ids[start : start + batch_size])
-        seeds = ctx.seeds(ids, 0, samples_per_condition)
-        _, images, scores, _ = ctx.sample_and_score(ctx.noise(seeds), ctx.encode(conds), conds, None)
-        best, worst = scores.argmax(dim=1), scores.argmin(dim=1)
-        for i, cond in enumerate(conds):
-            b, w = int(best[i]), int(worst[i])
-            if not scores[i, b] > scores[i, w]:
-                continue
-            columns["caption"].append(cond)
-            columns["jpg_0"].append(image_to_png_bytes(images[i, b]))
-            columns["jpg_1"].append(image_to_png_bytes(images[i, w]))
-            columns["label_0"].append(1.0)
-            columns["score_0"].append(float(scores[i, b]))
-            columns["score_1"].append(float(scores[i, w]))
-            columns["seed_0"].append(int(seeds[i][b]))
-            columns["seed_1"].append(int(seeds[i][w]))
-    return columns
-
-
-def save_pairs(columns: dict[str, list], path: str | Path) -> None:
-    """Write pairs as a ``save_to_disk`` folder, or one parquet file if ``path`` ends in ``.parquet``."""
-    import datasets
-
-    data = datasets.Dataset.from_dict(columns)
-    path = Path(path)
-    if path.suffix == ".parquet":
-        path.parent.mkdir(parents=True, exist_ok=True)
-        data.to_parquet(str(path))
-    else:
-        data.save_to_disk(str(path))
-
-
-class AIFeedback:
-    """How to make AI-feedback pairs from the model being fine-tuned (see :func:`ai_feedback_pairs`).
-
-    Args:
-        verifier: scores the samples (e.g. the digits verifier classifier, or any text-to-image verifier).
-        conditions: the conditions (prompts, class ids, dicts); or
-        num_classes: class ids 0 .. num_classes - 1 as the conditions.
-        repeats: each condition is used this many times (e.g. 200 x 10 digit classes = 2,000 conditions);
-            condition i gets sample id i, which seeds its noises.
-        samples_per_condition: K, samples drawn per condition (the pair is best against worst of K).
-        seed: seed of the noises; keep it apart from the evaluation runs' seed so no evaluated noise is trained on.
-        batch_size: conditions sampled together.
-    """
-
-    def __init__(
-        self,
-        verifier: Verifier,
-        conditions: list[Any] | None = None,
-        num_classes: int | None = None,
-        repeats: int = 1,
-        samples_per_condition: int = 4,
-        seed: int = 1000,
-        batch_size: int = 256,
-    ) -> None:
-        if (conditions is None) == (num_classes is None):
-            raise ConfigurationError("AIFeedback needs exactly one of conditions= or num_classes=")
-        base = list(conditions) if conditions is not None else list(range(num_classes))
-        self.conditions = [c for c in base for _ in range(repeats)]
-        self.verifier = verifier
-        self.samples_per_condition, self.seed, self.batch_size = samples_per_condition, seed, batch_size
-
-    def make(self, backbone, sampler, device: torch.device) -> dict[str, list]:
-        was_training = backbone.training
-        backbone.to(device).eval()
-        self.verifier.to(device).eval()
-        try:
-            return ai_feedback_pairs(
-                backbone,
-                sampler,
-                self.verifier,
-                self.conditions,
-                list(range(len(self.conditions))),
-                self.samples_per_condition,
-                self.seed,
-                self.batch_size,
-            )
-        finally:
-            backbone.train(was_training)
-
-
 # -- the DataModule -----------------------------------------------------------------------------------------
 
 
@@ -281,11 +168,9 @@ class PreferenceDataModule(LightningDataModule):
     """Preference pairs for fine-tuning (Diffusion-DPO, SFT on winners).
 
     Args:
-        source: a ``save_to_disk`` folder, parquet file(s) (a file, a glob or a folder of them), a folder
-            ``datasets.load_dataset`` reads, or a hub id (e.g. ``yuvalkirstain/pickapic_v2``, downloaded first).
-            With ``ai_feedback``, where the pairs are written (``.parquet``: one file) and read back.
-        ai_feedback: make the pairs from the model being trained (at ``prepare_data``, once) when ``source``
-            does not exist yet; an existing ``source`` is reused.
+        source: a ``save_to_disk`` folder (e.g. the ``pairs/`` of a ``lightning-search pairs`` run), parquet
+            file(s) (a file, a glob or a folder of them), a folder ``datasets.load_dataset`` reads, or a hub id
+            (e.g. ``yuvalkirstain/pickapic_v2``, downloaded first).
         split: the split of a hub id or a DatasetDict folder.
         caption_column, image_columns, label_column: the schema's columns (Pick-a-Pic v2 names by default).
         image_mode: PIL mode of the decoded images (``RGB``; ``L`` for grey digits).
@@ -300,7 +185,6 @@ class PreferenceDataModule(LightningDataModule):
     def __init__(
         self,
         source: str | None = None,
-        ai_feedback: AIFeedback | None = None,
         split: str = "train",
         caption_column: str = "caption",
         image_columns: list[str] | None = None,
@@ -316,31 +200,14 @@ class PreferenceDataModule(LightningDataModule):
     ) -> None:
         super().__init__()
         if source is None:
-            raise ConfigurationError("PreferenceDataModule needs source (where the pairs are, or will be written)")
-        self.save_hyperparameters(ignore=["ai_feedback"])
-        self.source, self.ai_feedback = source, ai_feedback
+            raise ConfigurationError("PreferenceDataModule needs source (where the pairs are)")
+        self.save_hyperparameters()
+        self.source = source
         self.image_columns = list(image_columns or ["jpg_0", "jpg_1"])
         if len(self.image_columns) != 2:
             raise ConfigurationError(f"image_columns names the two images of a pair, got {self.image_columns}")
         self.stats: dict[str, int] = {}
         self.pairs: PreferencePairs | None = None
-
-    # -- AI feedback ---------------------------------------------------------------------------------------
-    def prepare_data(self) -> None:
-        """Make the AI-feedback pairs once (rank zero), if asked and not already on disk."""
-        if self.ai_feedback is None or Path(self.source).exists():
-            return
-        trainer = self.trainer
-        module = None if trainer is None else trainer.lightning_module
-        if module is None or not hasattr(module, "backbone"):
-            raise ConfigurationError("ai_feedback samples from the model being fit: use it with a DiffusionModule")
-        rank_zero_info(f"making AI-feedback pairs into {self.source}")
-        columns = self.ai_feedback.make(module.backbone, module.sampler, trainer.strategy.root_device)
-        save_pairs(columns, self.source)
-        scores = torch.tensor(columns["score_0"]) - torch.tensor(columns["score_1"])
-        rank_zero_info(
-            f"AI feedback: {len(columns['caption'])} pairs, mean score gap {scores.mean().item():.3f} -> {self.source}"
-        )
 
     # -- reading -------------------------------------------------------------------------------------------
     def required_columns(self) -> list[str]:

@@ -1,9 +1,17 @@
 """The paper's findings, checked on a sweep's rows: each line states the claim, the numbers, and whether
-this run reproduces it. Groups are named as in ``recipes/digits/sweep.yaml``."""
+this run reproduces it.
+
+The checks know their sweep: group names and NFE values as in ``recipes/digits/sweep.yaml``. So they run only
+when a sweep config asks for them by name (``findings: digits``); a user's own sweep gets none of digits'
+verdicts.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
+
+from lightning_search.errors import lookup
 
 Row = dict[str, Any]
 
@@ -121,6 +129,11 @@ def beyond_paper_findings(rows: list[Row], rnd: list[Row]) -> list[tuple[str, bo
     return out
 
 
-def findings_markdown(rows: list[Row]) -> str:
-    lines = [f"- {'reproduced' if ok else 'NOT reproduced'}: {text}" for text, ok in paper_findings(rows)]
-    return "\n".join(lines)
+# sweep config ``findings: NAME`` -> the checks it asks for
+FINDINGS: dict[str, Callable[[list[Row]], list[tuple[str, bool]]]] = {"digits": paper_findings}
+
+
+def findings_markdown(rows: list[Row], name: str) -> str:
+    """The report's lines for the checks named ``name`` (a key of :data:`FINDINGS`)."""
+    checks = lookup(FINDINGS, "findings", name)
+    return "\n".join(f"- {'reproduced' if ok else 'NOT reproduced'}: {text}" for text, ok in checks(rows))

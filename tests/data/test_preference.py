@@ -1,5 +1,5 @@
 """Preference pairs: the Pick-a-Pic v2 schema from parquet / save_to_disk, bad rows dropped and counted, missing
-columns named, AI-feedback pairs from a verifier, and a tiny-SD DPO fit through the CLI on such a parquet."""
+columns named, and a tiny-SD DPO fit through the CLI on such a parquet."""
 
 from __future__ import annotations
 
@@ -7,14 +7,11 @@ import io
 import logging
 
 import pytest
-import torch
 from PIL import Image
 
-from lightning_search.data import PreferenceDataModule, ai_feedback_pairs, save_pairs
+from lightning_search.data import PreferenceDataModule
 from lightning_search.errors import ConfigurationError
 from lightning_search.lora import ADAPTER_FILE
-from lightning_search.sampling import Sampler
-from lightning_search.verifiers import ClassifierVerifier
 from tests.conftest import patched_recipe
 
 
@@ -84,22 +81,6 @@ def test_missing_columns_are_named(tmp_path):
         PreferenceDataModule(str(tmp_path / "nowhere.parquet")).setup("fit")
 
 
-def test_ai_feedback_pairs_keep_best_against_worst(tmp_path, trained_backbone, digits_setup):
-    verifier = ClassifierVerifier(str(digits_setup.verifier))
-    conditions = [c for c in range(10) for _ in range(3)]
-    columns = ai_feedback_pairs(trained_backbone, Sampler("heun", 3), verifier, conditions, range(30), 4, seed=5)
-    assert len(columns["caption"]) == 30 and all(s0 > s1 for s0, s1 in zip(columns["score_0"], columns["score_1"]))
-    save_pairs(columns, tmp_path / "pairs")
-    dm = PreferenceDataModule(str(tmp_path / "pairs"), image_mode="L", batch_size=30, in_memory=True, shuffle=False)
-    dm.setup("fit")
-    batch = next(iter(dm.train_dataloader()))
-    assert batch["condition"] == conditions and batch["image_w"].shape == (30, 1, 8, 8)
-    # the saved winners are the images the verifier preferred (PNG is lossless up to 8-bit rounding)
-    with torch.no_grad():
-        w, l_ = verifier(batch["image_w"], conditions), verifier(batch["image_l"], conditions)
-    assert torch.allclose(w, torch.tensor(columns["score_0"]), atol=0.05) and (w > l_).all()
-
-
 def test_tiny_sd_dpo_fit_through_the_cli_writes_a_diffusers_adapter(tmp_path):
     from lightning_search.cli import main
 
@@ -119,17 +100,3 @@ def test_tiny_sd_dpo_fit_through_the_cli_writes_a_diffusers_adapter(tmp_path):
     assert isinstance(pipe, StableDiffusionPipeline)
     pipe.load_lora_weights(str(adapter))  # a plain pipeline reads what the fit wrote
     assert any("lora_A" in n for n, _ in pipe.unet.named_parameters())
-
-
-def test_digits_dpo_recipe_makes_ai_feedback_pairs_then_fits(tmp_path, digits_setup):
-    from lightning_search.cli import main
-
-    recipe = patched_recipe("digits/dpo.yaml", tmp_path, digits_setup)
-    main(["fit", "--config", str(recipe), "--trainer.max_steps=3", "--trainer.enable_progress_bar=false",
-          "--data.init_args.ai_feedback.init_args.repeats=4", "--data.init_args.batch_size=8"])  # fmt: skip
-    pairs, adapter = tmp_path / "runs/digits/dpo/pairs", tmp_path / "runs/digits/dpo/adapter"
-    assert (adapter / ADAPTER_FILE).is_file()
-    import datasets
-
-    data = datasets.load_from_disk(str(pairs))
-    assert 30 <= len(data) <= 40 and set(data["caption"]) == set(range(10))

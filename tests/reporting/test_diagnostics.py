@@ -43,7 +43,7 @@ def test_the_warning_fires_for_the_oracle_at_n32_and_not_at_n2():
 
 
 def test_report_md_carries_one_warning_line(tmp_path):
-    write_report(tmp_path, ROWS, "recorded", diagnostics={"baseline": "steps-nfe10"})
+    write_report(tmp_path, ROWS, "recorded", diagnostics=HackingThresholds(baseline="steps-nfe10"))
     text = (tmp_path / "report.md").read_text()
     warnings = [line for line in text.splitlines() if line.startswith("- WARNING verifier hacking")]
     assert len(warnings) == 1 and "`random-oracle-n32`" in warnings[0]

@@ -1,0 +1,327 @@
+"""``LightningSearchCLI``: LightningCLI's fit / validate / test / predict with ``--search.*`` and ``--verifiers``;
+in ``pairs`` mode, predict with ``--pairs.*`` makes AI-feedback pairs. The entry point is ``cli.py``.
+
+    lightning-search fit --config recipes/digits/fit.yaml
+    lightning-search predict --config recipes/digits/search.yaml --ckpt_path runs/digits/generator/last.ckpt \
+        --search.algorithm random --search.num_candidates 16 --search.verifier classifier
+    lightning-search pairs --config recipes/digits/pairs.yaml
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import threading
+import warnings
+from argparse import ArgumentError
+from pathlib import Path
+
+from lightning import LightningDataModule, LightningModule
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from typing_extensions import override
+
+from lightning_search.errors import CheckpointError, ConfigurationError, Interrupted
+from lightning_search.pairs import PairsConfig
+from lightning_search.search.config import SearchConfig
+from lightning_search.verifiers.base import Verifier
+
+MODES = ("predict", "pairs")
+SUBCOMMANDS = ("fit", "validate", "test", "predict")
+# every parser raises instead of printing its usage and exiting, so that cli.main can print one line; options
+# are matched exactly (argparse would take --search.num_candidate for --search.num_candidates)
+PARSER_KWARGS = {"default_env": False, "exit_on_error": False, "allow_abbrev": False}
+
+
+# lines of jsonargparse's messages that say nothing about what was wrong
+_NOISE = re.compile(
+    r"^(- )?(Given value( type)?:|Subtypes:|Errors:|Does not validate against any of the Union subtypes|"
+    r"Expected a <class 'NoneType'>|Not a valid subclass of|Subclass types expect one of:|a class path \(str\)|"
+    r"a dict (with|without) )"
+)
+
+
+def parse_error_line(message: str, command: str) -> str:
+    """jsonargparse's error (dozens of lines for a wrong key inside a class's arguments) -> one line that starts
+    with the offending key: ``model.init_args.learning_rat: not accepted by lightning_search.DiffusionModule``."""
+    lines = [line.strip() for line in str(message).splitlines() if line.strip()]
+    if not lines:
+        return f"invalid arguments; see `lightning-search {command} --help`"
+    first = lines[0]
+    unrecognised = re.match(r"unrecognized arguments: (.+)", first)
+    if unrecognised:
+        return (
+            f"unknown option {unrecognised.group(1)} (options are matched exactly, not by prefix); see "
+            f"`lightning-search {command} --help` for the valid ones"
+        )
+    # the reason, by how much it says: a key a class does not accept, then what went wrong with a class_path
+    # (the first line under it; the other Union alternatives rarely matter), then any other line
+    path, owner, reasons = [], None, {1: None, 2: None, 3: None}
+    after_class = False
+    for line in lines:
+        key = re.match(r'(?:- )?Parser key "([^"]+)"', line)
+        klass = re.search(r"class_path '([^']+)'", line)
+        option = re.search(
+            r"(?:(?:Option|Key) ['\"]([^'\"]+)['\"] is not (?:accepted|expected)|does not accept option '([^']+)')",
+            line,
+        )
+        if key:
+            path.append(key.group(1) if not path else f"init_args.{key.group(1)}")
+            rest = line[len(key.group(0)) :].lstrip(": ")
+            if rest:
+                reasons[3] = rest
+        elif klass:
+            owner, after_class = klass.group(1), True
+        elif option:
+            name = option.group(1) or option.group(2)
+            path.append(f"init_args.{name}" if owner else name)
+            reasons[1] = reasons[1] or (f"not accepted by {owner}" if owner else "not an option here")
+        elif not _NOISE.match(line):
+            if after_class and reasons[2] is None:
+                reasons[2] = f"{line.removeprefix('- ')} (class_path {owner})"
+            reasons[3] = reasons[3] or line.removeprefix("- ")
+            after_class = False
+    where = ".".join(path)
+    what = reasons[1] or reasons[2] or reasons[3] or first
+    return f"{where}: {what}; see `lightning-search {command} --help`" if where else what
+
+
+def check_search_settings(search: SearchConfig) -> None:
+    """Reject impossible search settings before any model loads (the algorithms and the sampler would find
+    them too, but only at the first batch, after minutes of loading a real model). Generic over the fields, so
+    that settings added later are checked alike: counts (``num_*``, ``*_steps``, ``iterations``,
+    ``branches``) must be >= 1 where set; the algorithm must exist and have its verifier."""
+    from dataclasses import fields
+
+    from lightning_search.search.config import build_search
+
+    for f in fields(search):
+        value = getattr(search, f.name)
+        counted = f.name.startswith("num_") or f.name.endswith("_steps") or f.name in ("iterations", "branches")
+        if counted and isinstance(value, int) and not isinstance(value, bool) and value < 1:
+            none = " (or null: the sampler's steps)" if f.name.endswith("_steps") else ""
+            raise ConfigurationError(f"--search.{f.name} must be >= 1{none}, got {value}")
+    build_search(search)
+
+
+class LightningSearchCLI(LightningCLI):
+    """LightningCLI with ``--search.*`` (the search settings) and ``--verifiers`` (named verifier instances).
+
+    Models and DataModules are given by ``class_path`` (any LightningModule / LightningDataModule), so one
+    CLI trains the generator, the classifiers and fine-tunes, and predicts with or without search.
+
+    Args:
+        mode: ``predict`` (search settings under ``--search``) or ``pairs`` (predict makes AI-feedback pairs,
+            settings under ``--pairs``; ``lightning-search pairs``).
+    """
+
+    def __init__(self, *args, mode: str = "predict", **kwargs) -> None:
+        if mode not in MODES:
+            raise ConfigurationError(f"unknown CLI mode {mode!r}; valid: {', '.join(MODES)}")
+        self.mode = mode
+        kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        kwargs.setdefault("auto_configure_optimizers", False)
+        main_kwargs = {**PARSER_KWARGS, "prog": "lightning-search"}
+        kwargs.setdefault("parser_kwargs", {**main_kwargs, **{s: dict(PARSER_KWARGS) for s in SUBCOMMANDS}})
+        super().__init__(LightningModule, LightningDataModule, *args, subclass_mode_model=True,
+                         subclass_mode_data=True, **kwargs)  # fmt: skip
+
+    @override
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        if self.mode == "pairs":
+            parser.add_class_arguments(PairsConfig, "pairs", help="AI-feedback pairs: best vs worst of K samples.")
+        else:
+            parser.add_class_arguments(SearchConfig, "search", help="Inference-time search (predict).")
+        parser.add_argument(
+            "--verifiers",
+            type=dict[str, Verifier] | None,
+            default=None,
+            help="Named verifiers: the one --search.verifier names guides search, all score the results.",
+        )
+
+    @override
+    def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
+        with warnings.catch_warnings():
+            # the commands (pairs, sweep, compare) hand LightningCLI the arguments they built: not a mistake
+            warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+            super().parse_arguments(parser, args)
+
+    @override
+    def _parse_ckpt_path(self) -> None:
+        # LightningCLI would re-apply the checkpoint's saved hyperparameters *over* the command line, so
+        # `predict --ckpt_path X --model.init_args.sampler.steps 1` would silently sample with the training
+        # steps. Our recipes state the model in full; the checkpoint only provides weights.
+        return
+
+    def _config(self):
+        return self.config[self.subcommand] if self.subcommand else self.config
+
+    def _config_init(self):
+        return self.config_init[self.subcommand] if self.subcommand else self.config_init
+
+    def _check_ckpt_path(self) -> None:
+        ckpt_path = self._config().get("ckpt_path")
+        if ckpt_path and ckpt_path not in ("last", "best") and not Path(ckpt_path).is_file():
+            raise CheckpointError(
+                f"checkpoint {ckpt_path!r} not found; train one with `lightning-search fit --config ...` "
+                "or pass an existing .ckpt to --ckpt_path"
+            )
+
+    def configure_model_search(self) -> None:
+        """Hand ``--search`` (or ``--pairs``) and ``--verifiers`` to the model (DiffusionModule.configure_search)."""
+        from lightning_search.module import DiffusionModule
+
+        init = self._config_init()
+        if self.mode == "pairs":
+            if not isinstance(self.model, DiffusionModule):
+                raise ConfigurationError(
+                    "pairs sample from a DiffusionModule; the model is a " + type(self.model).__name__
+                )
+            self.model.configure_pairs(init.get("pairs"), init.get("verifiers"))
+        elif hasattr(self.model, "configure_search"):
+            self.model.configure_search(init.get("search"), init.get("verifiers"))
+
+    @override
+    def before_instantiate_classes(self) -> None:
+        config = self._config()
+        if self.mode == "predict" and config.get("search") is not None:
+            check_search_settings(SearchConfig(**config.search.as_dict()))  # before any model is loaded
+            if config.search.candidate_sharding:
+                # every rank must see every sample: its candidates, not its samples, are split across ranks
+                config.trainer.use_distributed_sampler = False
+
+    # -- the subcommands, stopped by signals --------------------------------------------------------------
+    def fit(self, **kwargs) -> None:
+        """``trainer.fit``; a SIGTERM / SIGINT ends it with :class:`Interrupted` naming the resume checkpoint."""
+        from lightning_search.callbacks.checkpoint import FinalCheckpoint
+
+        checkpoint = next((c for c in self.trainer.callbacks if isinstance(c, FinalCheckpoint)), None)
+        where = f"fit into {str(self.trainer.default_root_dir)!r}"
+        if checkpoint is None:
+            resume = "no FinalCheckpoint callback, so nothing to resume from: rerun to start over"
+        else:
+            resume = f"resume with the same command plus --ckpt_path {checkpoint.resume_path(self.trainer)}"
+        self._stopped_by_signals(self.trainer.fit, where, resume, **kwargs)
+
+    def predict(self, **kwargs) -> None:
+        where = "pairs" if self.mode == "pairs" else f"predict into {str(self.trainer.default_root_dir)!r}"
+        self._stopped_by_signals(self.trainer.predict, where, "rerun the same command to resume", **kwargs)
+
+    @staticmethod
+    def _stopped_by_signals(run, where: str, resume: str, **kwargs) -> None:
+        """Run a fit / predict that a SIGTERM or a first Ctrl-C stops at the next step / batch boundary.
+
+        Lightning's fit loop checks for SIGTERM after every step and ends with ``SIGTERMException`` (a
+        SystemExit with code 0); the writers check after every batch of predict and raise
+        :class:`Interrupted`. A first Ctrl-C is handed to Lightning's own SIGTERM handler, so that it stops at
+        the same boundary instead of wherever the KeyboardInterrupt lands (mid-step, the weights half
+        updated); a second one interrupts at once. Both end as :class:`Interrupted` (exit codes 143, 130).
+        """
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+        received: list[str] = []
+        previous = None
+
+        def on_sigint(signum, frame) -> None:
+            received.append("SIGINT")
+            signal.signal(signal.SIGINT, previous)
+            lightning = signal.getsignal(signal.SIGTERM)
+            if not callable(lightning):  # not inside Lightning's run (still loading): stop here
+                raise KeyboardInterrupt
+            lightning(signal.SIGTERM, frame)
+
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGINT, on_sigint)
+        try:
+            run(**kwargs)
+        except SIGTERMException:
+            raise Interrupted(received[0] if received else "SIGTERM", where, resume) from None
+        except Interrupted as err:
+            if received:
+                raise Interrupted("SIGINT", where, resume) from None
+            raise err
+        except SystemExit as err:
+            if isinstance(err.__context__, KeyboardInterrupt):
+                raise Interrupted("SIGINT", where, resume) from None
+            raise
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+
+    def before_fit(self) -> None:
+        self._check_ckpt_path()
+
+    def before_validate(self) -> None:
+        self._check_ckpt_path()
+
+    def before_test(self) -> None:
+        self._check_ckpt_path()
+
+    def before_predict(self) -> None:
+        self._check_ckpt_path()
+        self.configure_model_search()
+        if self.mode == "pairs":
+            self.prepare_pairs_run()
+        else:
+            self.resume_predict_run()
+
+    def prepare_pairs_run(self) -> None:
+        from lightning_search.callbacks.pairs import PairsWriter
+
+        writer = next((c for c in self.trainer.callbacks if isinstance(c, PairsWriter)), None)
+        if writer is None:
+            raise ConfigurationError(
+                "lightning-search pairs needs lightning_search.callbacks.PairsWriter in trainer.callbacks"
+            )
+        writer.folder(self.trainer).check_writable()
+
+    def resume_predict_run(self) -> None:
+        """The explicit resume step: the writer's run folder says which sample ids are done; the DataModule
+        leaves them out and the writer is told so (nothing is passed behind either's back)."""
+        from lightning_search.callbacks.writer import PredictionWriter
+        from lightning_search.data.conditions import ConditionDataModule
+
+        writer = next((c for c in self.trainer.callbacks if isinstance(c, PredictionWriter)), None)
+        if writer is None:
+            return
+        folder = writer.folder(self.trainer)
+        folder.check_writable()
+        done = folder.done_ids() if writer.resume else set()
+        if done and not isinstance(self.datamodule, ConditionDataModule):
+            raise ConfigurationError(
+                f"{str(folder.root)!r} holds {len(done)} records, but {type(self.datamodule).__name__} cannot skip "
+                "samples (a ConditionDataModule can); write into an empty folder"
+            )
+        if done:
+            self.datamodule.skip_samples(done)
+        writer.resume_from(done)
+
+
+class _ParseOnlyCLI(LightningSearchCLI):
+    """Parses and validates a command line, instantiates nothing and runs nothing."""
+
+    def before_instantiate_classes(self) -> None:
+        return
+
+    def instantiate_classes(self) -> None:
+        return
+
+    def after_instantiate_classes(self) -> None:
+        return
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        return
+
+
+def check_run_arguments(config: str, runs: dict[str, list[str]], mode: str = "predict") -> None:
+    """Parse every run's ``predict --config CONFIG ARGS`` before any runs, so that a wrong key in the last point
+    of a sweep fails at once, with the same one-line error as on the command line, naming the run."""
+    cli = None
+    for name, args in runs.items():
+        argv = ["predict", "--config", config, *args]
+        try:
+            if cli is None:
+                cli = _ParseOnlyCLI(args=argv, mode=mode)
+            else:
+                cli.parser.parse_args(argv)
+        except ArgumentError as err:
+            raise ConfigurationError(f"run {name!r}: {parse_error_line(str(err), 'predict')}") from None
