@@ -1,5 +1,6 @@
-"""`lightning-search compare`: predicts the runs of a compare config, then report.md / report.html with every
-verifier's mean score and metric per run, a bar plot and the same seeds side by side."""
+"""The commands of ``commands.py``. `lightning-search compare`: predicts the runs of a compare config, then
+report.md / report.html with every verifier's mean score and metric per run, a bar plot and the same seeds side by
+side."""
 
 from __future__ import annotations
 

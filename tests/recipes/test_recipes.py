@@ -1,6 +1,7 @@
 """Recipes cannot rot: every ``recipes/paper/*.yaml`` parses and instantiates through LightningSearchCLI with
-its models swapped for their tiny offline twins, and every ``recipes/tiny/*.yaml`` runs ``predict`` with
-random search end to end (predictions and records written)."""
+its models swapped for their tiny offline twins, every ``recipes/tiny/*.yaml`` runs ``predict`` with
+random search end to end (predictions and records written), and the tiny DrawBench ensemble recipe (five
+verifiers, random search) writes the per-verifier table."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from lightning_search.backbones import PipelineBackbone
 from lightning_search.cli import LightningSearchCLI, main
 from lightning_search.search import RandomSearch
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PAPER = sorted((REPO / "recipes" / "paper").glob("*.yaml"))
 # one tiny recipe per family (other tiny recipes, e.g. the ensemble or DPO ones, have tests of their own)
 TINY = [REPO / "recipes" / "tiny" / f"{family}.yaml" for family in ("dit", "flux", "pixart", "sd", "sd3", "sdxl")]
@@ -101,3 +102,20 @@ def test_tiny_recipe_predicts_with_random_search(recipe, tmp_path):
     assert all((tmp_path / "predictions" / r["image"]).is_file() for r in records)
     sampler = yaml.safe_load(recipe.read_text())["model"]["init_args"]["sampler"]
     assert records[0]["nfe"] == 2 * sampler["steps"] * (2 if sampler["guidance_scale"] > 1 else 1)
+
+
+@pytest.mark.slow
+def test_drawbench_ensemble_recipe_writes_the_per_verifier_table(tmp_path):
+    run = tmp_path / "run"
+    main(["predict", "--config", str(REPO / "recipes/tiny/drawbench_ensemble.yaml"), f"--trainer.default_root_dir={run}",
+          "--data.init_args.limit=3", "--search.num_candidates=2"])  # fmt: skip
+    records = [json.loads(x) for x in (run / "predictions/records.jsonl").read_text().splitlines()]
+    assert len(records) == 3 and all(r["verifier"] == "ensemble" for r in records)
+    members = {"clip_score", "aesthetic", "pickscore", "hps", "image_reward"}
+    assert all(set(r["scores"]) == members for r in records)  # the rank-based ensemble is not averaged
+    # the ensemble's score of the chosen candidate is its mean rank among 2 candidates: within [1, 2]
+    assert all(1.0 <= r["score"] <= 2.0 for r in records)
+    table = (run / "verifiers.md").read_text()
+    assert all(f"| {m} |" in table for m in members)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert set(metrics["verifier_scores"]) == members
