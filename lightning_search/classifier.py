@@ -16,8 +16,10 @@ from lightning.pytorch.cli import OptimizerCallable
 from torch import nn
 from typing_extensions import override
 
+from lightning_search.checkpoints import load_checkpoint
 from lightning_search.errors import CheckpointError, lookup
 from lightning_search.factories import plain_callable
+from lightning_search.seeding import run_seed, seeded_step
 
 
 class DigitsCNN(nn.Module):
@@ -64,13 +66,22 @@ CLASSIFIERS: dict[str, type[nn.Module]] = {"digits-cnn": DigitsCNN, "digits-wide
 
 
 class ClassifierModule(LightningModule):
-    """Cross-entropy training of a registered classifier on batches of ``image`` and ``condition`` (label)."""
+    """Cross-entropy training of a registered classifier on batches of ``image`` and ``condition`` (label).
+
+    ``seed``: of the training draws (shifts, dropout), per step as ``DiffusionModule``'s (``seeding.py``);
+    None: the run's ``seed_everything``.
+    """
 
     def __init__(
-        self, arch: str = "digits-cnn", num_classes: int = 10, optimizer: OptimizerCallable = torch.optim.AdamW
+        self,
+        arch: str = "digits-cnn",
+        num_classes: int = 10,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        seed: int | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["optimizer"])
+        self.seed = self.hparams["seed"] = run_seed(seed)
         self.net = lookup(CLASSIFIERS, "classifier architecture", arch)(num_classes)
         self.optimizer = plain_callable(optimizer)
 
@@ -78,14 +89,18 @@ class ClassifierModule(LightningModule):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images)
 
-    def _shift(self, images: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def _shift(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         # one-pixel random translations: 650 training digits are few, and generated digits are not centred alike
-        dx, dy = torch.randint(-1, 2, (2,)).tolist()
+        dx, dy = torch.randint(
+            -1, 2, (2,), generator=generator, device=generator.device if generator else None
+        ).tolist()
         return torch.roll(images, shifts=(dy, dx), dims=(2, 3))
 
     @override
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss = F.cross_entropy(self.net(self._shift(batch["image"])), batch["condition"])
+        with seeded_step(self.seed, self.global_step, batch_idx, self.global_rank, self.device) as generator:
+            loss = F.cross_entropy(self.net(self._shift(batch["image"], generator)), batch["condition"])
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
@@ -108,11 +123,22 @@ def load_classifier(path: str | Path, map_location: str | torch.device = "cpu") 
             f"classifier checkpoint {str(path)!r} not found; train it first, e.g. "
             "`lightning-search fit --config recipes/digits/verifier.yaml`, or point to an existing .ckpt"
         )
-    ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    ckpt = load_checkpoint(path, "classifier checkpoint", map_location)
+    if not any(k.startswith("net.") for k in ckpt.get("state_dict", {})):
+        raise CheckpointError(
+            f"classifier checkpoint {str(path)!r} holds no classifier (no net.* weights): a checkpoint of another "
+            "model? Point to one written by `lightning-search fit --config recipes/digits/verifier.yaml`"
+        )
     hparams = ckpt.get("hyper_parameters", {})
     net = lookup(CLASSIFIERS, "classifier architecture", hparams.get("arch", "digits-cnn"))(
         hparams.get("num_classes", 10)
     )
     state = {k.removeprefix("net."): v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
-    net.load_state_dict(state)
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as err:
+        raise CheckpointError(
+            f"classifier checkpoint {str(path)!r} does not fit its architecture {hparams.get('arch')!r} "
+            f"({str(err).splitlines()[-1].strip()[:160]})"
+        ) from None
     return net.eval().requires_grad_(False)

@@ -17,6 +17,8 @@ import argparse
 import sys
 from collections.abc import Callable
 
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+
 from lightning_search import commands
 from lightning_search.errors import Interrupted, LightningSearchError
 from lightning_search.lightning_cli import LightningSearchCLI, parse_error_line
@@ -87,6 +89,8 @@ def main(argv: list[str] | None = None) -> None:
         _fail(str(err), err.exit_code)
     except Exception as err:
         ours = find_our_error(err)
+        if ours is None and isinstance(err, MisconfigurationException):  # Lightning's own, about its settings
+            _fail(str(err).strip().splitlines()[0])
         if ours is None:
             raise
         if isinstance(ours, Interrupted):

@@ -18,7 +18,8 @@ from jsonargparse import ArgumentParser
 from lightning.pytorch.utilities import rank_zero_info
 
 from lightning_search.errors import ConfigurationError
-from lightning_search.lightning_cli import PARSER_KWARGS, LightningSearchCLI, check_run_arguments, parse_error_line
+from lightning_search.fingerprint import fingerprint_differences
+from lightning_search.lightning_cli import PARSER_KWARGS, LightningSearchCLI, parse_error_line, parse_runs
 from lightning_search.reporting.diagnostics import HackingThresholds
 from lightning_search.reporting.scaling import (
     markdown_table,
@@ -27,7 +28,7 @@ from lightning_search.reporting.scaling import (
     scaling_rows,
     write_scaling_csv,
 )
-from lightning_search.runs import RunFolder, atomic_write_text
+from lightning_search.runs import RunFolder, atomic_write_text, read_json
 
 REPORT_COLUMNS = ["group", "name", "nfe", "gflops", "inception_score", "fid", "kid", "precision", "recall",
                   "accuracy", "search_score"]  # fmt: skip
@@ -155,6 +156,13 @@ def run_point(predict_config: str, output_dir: Path, args: list[str]) -> dict[st
     return RunFolder(output_dir).read_metrics()
 
 
+def finished(folder: RunFolder, run: dict) -> bool:
+    """The folder holds the metrics of a run with this fingerprint (then it need not be loaded at all)."""
+    if not (folder.metrics_path.is_file() and folder.fingerprint_path.is_file()):
+        return False
+    return not fingerprint_differences(read_json(folder.fingerprint_path), run)
+
+
 def sweep(argv: list[str]) -> None:
     """Run every point of a sweep config (a predict recipe plus per-point overrides), then the report.
 
@@ -169,15 +177,15 @@ def sweep(argv: list[str]) -> None:
     spec: SweepSpec = load_spec(cfg.config, SweepSpec, "sweep")
     out = Path(spec.output_dir)
     chosen = [p for p in spec.points if not cfg.only or p.name in cfg.only]
-    check_run_arguments(spec.predict_config, {p.name: p.args for p in chosen})
+    runs = parse_runs(spec.predict_config, {p.name: p.args for p in chosen})
     points = []
     for point in chosen:
         folder = out / point.name
         if cfg.force and folder.exists():
             shutil.rmtree(folder)
-        if RunFolder(folder).metrics_path.is_file():
+        if finished(RunFolder(folder), runs[point.name]):
             metrics = RunFolder(folder).read_metrics()
-        else:
+        else:  # a folder of other settings stops here with the differences (RunFolder.claim)
             rank_zero_info(f"sweep point {point.name}")
             metrics = run_point(spec.predict_config, folder, list(point.args))
         metrics.update(name=point.name, group=point.group or point.name)
@@ -278,12 +286,12 @@ def compare(argv: list[str]) -> None:
         spec: CompareSpec = load_spec(cfg.config, CompareSpec, "compare")
         out = out or Path(spec.output_dir)
         names = list(names or [r.name for r in run_dirs]) + [r.name for r in spec.runs]
-        check_run_arguments(spec.predict_config, {r.name: r.args for r in spec.runs})
+        runs = parse_runs(spec.predict_config, {r.name: r.args for r in spec.runs})
         for run in spec.runs:
             folder = out / run.name
             if cfg.force and folder.exists():
                 shutil.rmtree(folder)
-            if not RunFolder(folder).metrics_path.is_file():
+            if not finished(RunFolder(folder), runs[run.name]):
                 rank_zero_info(f"compare: predicting {run.name}")
                 run_point(spec.predict_config, folder, list(run.args))
             run_dirs.append(folder)

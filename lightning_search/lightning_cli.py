@@ -20,7 +20,8 @@ from lightning import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from typing_extensions import override
 
-from lightning_search.errors import CheckpointError, ConfigurationError, Interrupted
+from lightning_search.errors import CheckpointError, ConfigurationError, Interrupted, RunFolderError
+from lightning_search.fingerprint import fingerprint
 from lightning_search.pairs import PairsConfig
 from lightning_search.search.config import SearchConfig
 from lightning_search.verifiers.base import Verifier
@@ -85,6 +86,32 @@ def parse_error_line(message: str, command: str) -> str:
     return f"{where}: {what}; see `lightning-search {command} --help`" if where else what
 
 
+# what decides a predict run's samples (or a pairs run's pairs): its fingerprint (fingerprint.py) is made of these
+PREDICT_SETTINGS = ("seed_everything", "ckpt_path", "model", "data", "search", "pairs", "verifiers")
+# what decides a fit's weights besides the model, the data and the seed (max_steps / max_epochs are left out:
+# resuming to train longer is the same run)
+FIT_TRAINER_SETTINGS = ("precision", "accumulate_grad_batches", "gradient_clip_val", "gradient_clip_algorithm",
+                        "devices", "num_nodes", "strategy", "deterministic")  # fmt: skip
+# callbacks that only write or show what a fit does (the others, e.g. EMA, decide its weights)
+_OBSERVERS = ("Checkpoint", "ProgressBar", "SaveLoraAdapter", "RunReport", "Writer", "Summary")
+
+
+def run_fingerprint(config, command: str) -> dict:
+    """The fingerprint of a run from its parsed config (a jsonargparse Namespace of one subcommand)."""
+    values = config.as_dict() if hasattr(config, "as_dict") else dict(config)
+    if command == "fit":
+        trainer = values.get("trainer") or {}
+        callbacks = trainer.get("callbacks") or []
+        callbacks = [callbacks] if isinstance(callbacks, dict) else list(callbacks)
+        kept = [c for c in callbacks if not str(c.get("class_path", "")).endswith(_OBSERVERS)]
+        settings = {k: values.get(k) for k in ("seed_everything", "model", "data")}
+        settings["trainer"] = {**{k: trainer.get(k) for k in FIT_TRAINER_SETTINGS}, "callbacks": kept}
+    else:
+        settings = {k: values[k] for k in PREDICT_SETTINGS if k in values}
+        settings["trainer"] = {"precision": (values.get("trainer") or {}).get("precision")}
+    return fingerprint(settings, command)
+
+
 def check_search_settings(search: SearchConfig) -> None:
     """Reject impossible search settings before any model loads (the algorithms and the sampler would find
     them too, but only at the first batch, after minutes of loading a real model). Generic over the fields, so
@@ -139,6 +166,14 @@ class LightningSearchCLI(LightningCLI):
         )
 
     @override
+    def instantiate_trainer(self, **kwargs):
+        with warnings.catch_warnings():
+            # `logger: true` in the recipes means Lightning's default logger under default_root_dir (CSV where
+            # tensorboard is not installed), which Lightning announces with a warning each time
+            warnings.filterwarnings("ignore", message="Starting from v1.9.0, `tensorboardX` has been removed")
+            return super().instantiate_trainer(**kwargs)
+
+    @override
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
         with warnings.catch_warnings():
             # the commands (pairs, sweep, compare) hand LightningCLI the arguments they built: not a mistake
@@ -159,12 +194,18 @@ class LightningSearchCLI(LightningCLI):
         return self.config_init[self.subcommand] if self.subcommand else self.config_init
 
     def _check_ckpt_path(self) -> None:
+        """--ckpt_path exists and is a whole checkpoint file (empty, truncated or foreign files are one error)."""
+        from lightning_search.checkpoints import check_checkpoint_file
+
         ckpt_path = self._config().get("ckpt_path")
-        if ckpt_path and ckpt_path not in ("last", "best") and not Path(ckpt_path).is_file():
+        if not ckpt_path or ckpt_path in ("last", "best", "hpc"):
+            return
+        if not Path(ckpt_path).is_file():
             raise CheckpointError(
                 f"checkpoint {ckpt_path!r} not found; train one with `lightning-search fit --config ...` "
                 "or pass an existing .ckpt to --ckpt_path"
             )
+        check_checkpoint_file(ckpt_path, "checkpoint")
 
     def configure_model_search(self) -> None:
         """Hand ``--search`` (or ``--pairs``) and ``--verifiers`` to the model (DiffusionModule.configure_search)."""
@@ -249,6 +290,30 @@ class LightningSearchCLI(LightningCLI):
 
     def before_fit(self) -> None:
         self._check_ckpt_path()
+        self.check_fit_resume()
+
+    def check_fit_resume(self) -> None:
+        """Every FinalCheckpoint carries this fit's fingerprint; resuming from a checkpoint made by a fit with
+        other settings is refused, naming them (max_steps / max_epochs may change: training longer is fine)."""
+        from lightning_search.callbacks.checkpoint import FINGERPRINT_KEY, FinalCheckpoint
+        from lightning_search.checkpoints import load_checkpoint
+        from lightning_search.fingerprint import fingerprint_differences
+
+        run = run_fingerprint(self._config(), "fit")
+        for callback in self.trainer.callbacks:
+            if isinstance(callback, FinalCheckpoint):
+                callback.run_fingerprint = run
+        ckpt_path = self._config().get("ckpt_path")
+        if not ckpt_path or ckpt_path in ("last", "best", "hpc"):
+            return
+        stored = load_checkpoint(ckpt_path, "checkpoint", map_location="cpu", mmap=True).get(FINGERPRINT_KEY)
+        differences = fingerprint_differences(stored, run) if stored else []
+        if differences:
+            shown = "; ".join(differences[:6]) + (f"; and {len(differences) - 6} more" if len(differences) > 6 else "")
+            raise RunFolderError(
+                f"checkpoint {ckpt_path!r} was made by a fit with other settings ({shown}); resume it with its "
+                "settings, or start over without --ckpt_path"
+            )
 
     def before_validate(self) -> None:
         self._check_ckpt_path()
@@ -272,7 +337,9 @@ class LightningSearchCLI(LightningCLI):
             raise ConfigurationError(
                 "lightning-search pairs needs lightning_search.callbacks.PairsWriter in trainer.callbacks"
             )
-        writer.folder(self.trainer).check_writable()
+        folder = writer.folder(self.trainer)
+        folder.check_writable()
+        folder.claim(run_fingerprint(self._config(), "pairs"))
 
     def resume_predict_run(self) -> None:
         """The explicit resume step: the writer's run folder says which sample ids are done; the DataModule
@@ -285,6 +352,7 @@ class LightningSearchCLI(LightningCLI):
             return
         folder = writer.folder(self.trainer)
         folder.check_writable()
+        folder.claim(run_fingerprint(self._config(), "predict"), fresh=not writer.resume)
         done = folder.done_ids() if writer.resume else set()
         if done and not isinstance(self.datamodule, ConditionDataModule):
             raise ConfigurationError(
@@ -312,16 +380,20 @@ class _ParseOnlyCLI(LightningSearchCLI):
         return
 
 
-def check_run_arguments(config: str, runs: dict[str, list[str]], mode: str = "predict") -> None:
+def parse_runs(config: str, runs: dict[str, list[str]], mode: str = "predict") -> dict[str, dict]:
     """Parse every run's ``predict --config CONFIG ARGS`` before any runs, so that a wrong key in the last point
-    of a sweep fails at once, with the same one-line error as on the command line, naming the run."""
-    cli = None
+    of a sweep fails at once, with the same one-line error as on the command line, naming the run.
+    -> {run name: its fingerprint}, to tell a finished run folder of the same settings from another."""
+    cli, out = None, {}
     for name, args in runs.items():
         argv = ["predict", "--config", config, *args]
         try:
             if cli is None:
                 cli = _ParseOnlyCLI(args=argv, mode=mode)
+                parsed = cli.config
             else:
-                cli.parser.parse_args(argv)
+                parsed = cli.parser.parse_args(argv)
         except ArgumentError as err:
             raise ConfigurationError(f"run {name!r}: {parse_error_line(str(err), 'predict')}") from None
+        out[name] = run_fingerprint(parsed["predict"], mode)
+    return out

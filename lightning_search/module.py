@@ -10,9 +10,11 @@ from typing import Any
 import torch
 from lightning import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_warn
 from typing_extensions import override
 
 from lightning_search.backbones.base import Backbone
+from lightning_search.checkpoints import check_checkpoint_file, load_checkpoint
 from lightning_search.errors import CheckpointError, ConfigurationError, UnknownNameError
 from lightning_search.factories import plain_callable
 from lightning_search.lora import (
@@ -31,6 +33,7 @@ from lightning_search.pairs import PairsConfig, best_and_worst
 from lightning_search.sampling.sampler import Sampler
 from lightning_search.search.base import SearchAlgorithm, SearchContext
 from lightning_search.search.config import SearchConfig, build_search
+from lightning_search.seeding import run_seed, seeded_step
 from lightning_search.verifiers.base import Verifier
 
 
@@ -50,6 +53,9 @@ class DiffusionModule(LightningModule):
         lora_path: load a saved adapter (folder with ``pytorch_lora_weights.safetensors``) onto the backbone.
         merge_lora: fold the loaded adapter into the weights (plain layers, base-model speed) instead of
             keeping it as separate LoRA layers.
+        seed: seed of the training draws (times, noises, condition dropout), which with the global step, the
+            batch index and the rank fixes each step's draws (``seeding.py``), so that a resumed fit equals an
+            uninterrupted one; None: the run's ``seed_everything``.
     """
 
     def __init__(
@@ -63,9 +69,11 @@ class DiffusionModule(LightningModule):
         lora: LoraSettings | None = None,
         lora_path: str | None = None,
         merge_lora: bool = False,
+        seed: int | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["backbone", "objective", "optimizer", "lr_scheduler", "lora"])
+        self.seed = self.hparams["seed"] = run_seed(seed)
         lora = as_lora_settings(lora)
         self.hparams["lora"] = settings_dict(lora)  # a plain dict: checkpoints stay weights_only-loadable
         if lora is not None and lora_path is not None:
@@ -147,13 +155,16 @@ class DiffusionModule(LightningModule):
 
     @override
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss, logs = self.objective(self.backbone, batch, self.reference())
+        with seeded_step(self.seed, self.global_step, batch_idx, self.global_rank, self.device) as generator:
+            loss, logs = self.objective(self.backbone, batch, self.reference(), generator)
         self.log_dict({f"train/{k}": v for k, v in logs.items()}, prog_bar=True, batch_size=len(batch["condition"]))
         return loss
 
     @override
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        loss, logs = self.objective(self.backbone, batch, self.reference())
+        # the same draws at every validation (step -1): validation losses of different steps compare
+        with seeded_step(self.seed, -1, batch_idx, self.global_rank, self.device) as generator:
+            loss, logs = self.objective(self.backbone, batch, self.reference(), generator)
         self.log_dict({f"val/{k}": v for k, v in logs.items()}, batch_size=len(batch["condition"]))
 
     @override
@@ -234,6 +245,13 @@ class DiffusionModule(LightningModule):
             all_gather=self.all_gather,
         )
         result = algorithm.run(ctx, conditions, sample_ids)
+        unscored = 0 if search.verifier is None else int((~torch.isfinite(result.score)).sum())
+        if unscored:
+            rank_zero_warn(
+                f"verifier {search.verifier!r} gave no finite score (NaN) to any candidate of {unscored} of "
+                f"{len(sample_ids)} samples (ids {sample_ids[0]}..{sample_ids[-1]}): those samples were not searched "
+                "(their first candidate was kept; their score is recorded as null)"
+            )
         evaluations = self.evaluate(result.images, conditions)
         flops = self.gflops(conditions[0])
         elapsed = time.perf_counter() - start
@@ -258,24 +276,38 @@ def load_backbone_weights(backbone: Backbone, path: str | Path) -> None:
             f"init_weights {str(path)!r} not found; train the base model first (e.g. `lightning-search fit "
             "--config recipes/digits/fit.yaml`) or point to an existing .ckpt / .safetensors"
         )
+    check_checkpoint_file(path, "init_weights")
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        state = load_file(str(path))
+        try:
+            state = load_file(str(path))
+        except SafetensorError as err:
+            raise CheckpointError(f"init_weights {str(path)!r} cannot be read ({err}); make it again") from None
     else:
-        state = torch.load(path, map_location="cpu", weights_only=True).get("state_dict", {})
+        state = load_checkpoint(path, "init_weights").get("state_dict", {})
     if any(k.startswith("backbone.") for k in state):
         state = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
     if any("lora_" in k for k in state):
         raise CheckpointError(
             f"{str(path)!r} holds LoRA layers; start from the base checkpoint and pass the adapter as lora_path"
         )
-    result = backbone.load_state_dict(state, strict=False)
-    if result.missing_keys:
-        raise CheckpointError(
-            f"{str(path)!r} does not fit {type(backbone).__name__}: {len(result.missing_keys)} weights missing "
-            f"(e.g. {result.missing_keys[:3]}); another model size?"
+    own = backbone.state_dict()
+    mismatched = [k for k, v in state.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    missing = [k for k in own if k not in state]
+    if mismatched or missing:
+        example = (
+            f"{mismatched[0]}: {tuple(state[mismatched[0]].shape)} in the file, {tuple(own[mismatched[0]].shape)} here"
+            if mismatched
+            else f"e.g. {missing[:3]} missing"
         )
+        raise CheckpointError(
+            f"init_weights {str(path)!r} does not fit {type(backbone).__name__}"
+            f"{f' {backbone.size!r}' if isinstance(getattr(backbone, 'size', None), str) else ''}: "
+            f"{len(mismatched)} weights of another shape, {len(missing)} missing ({example}); another model size?"
+        )
+    backbone.load_state_dict(state, strict=False)
 
 
 def frozen_copy(backbone: Backbone) -> Backbone:

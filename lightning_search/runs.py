@@ -1,6 +1,6 @@
 """The run folder: the one place that writes and reads what a run leaves on disk.
 
-    <run>/fingerprint.json          what decides the run's samples (see :mod:`lightning_search.fingerprint`)
+    <run>/fingerprint.json          what decides the run's samples (``fingerprint.py``, :meth:`RunFolder.claim`)
     <run>/config.yaml               the resolved config (LightningCLI's SaveConfigCallback)
     <run>/predictions/images/<id>.png, predictions/records.jsonl
                                     one image and one record per sample (``records.rank<r>.jsonl`` while running)
@@ -12,6 +12,11 @@ permissions the umask gives (``os.open(..., 0o666)``: ``mkstemp`` would give 060
 record is one fsynced line appended to the rank's own shard after its image is in place, so a killed run
 loses at most the batch in flight; a half-written last line (killed inside the write) is cut off before the
 next append and ignored when reading.
+
+A run folder carries the fingerprint of everything that decides its samples (the weights' identity, the
+sampler, the search, the verifiers, the seed, the data selection): a run with the same fingerprint resumes
+into it, one with another stops before anything in the folder changes, with an error naming the settings that
+differ and how to start over.
 
 The writer, the reporters, LoRA saving and the commands all go through this module; it knows no other layer.
 """
@@ -32,7 +37,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from lightning_search.errors import CheckpointError, ConfigurationError, RunFolderError
+from lightning_search.errors import ConfigurationError, RunFolderError
+from lightning_search.fingerprint import fingerprint_differences
 
 RECORDS = "records.jsonl"
 FINGERPRINT = "fingerprint.json"
@@ -213,6 +219,33 @@ class RunFolder:
     def shards(self) -> list[Path]:
         return sorted(self.predictions.glob("records.rank*.jsonl"))
 
+    # -- the fingerprint ---------------------------------------------------------------------------------
+    def claim(self, run: dict[str, Any], fresh: bool = False) -> None:
+        """Make this folder the folder of the run with fingerprint ``run`` (:func:`fingerprint`), before any
+        output is written. A new folder (or one whose run stopped before writing anything) takes it; the
+        same fingerprint resumes; another stops here with an error naming what differs, and nothing in the
+        folder changes. ``fresh``: the run starts its outputs afresh (``PredictionWriter(resume=False)``)."""
+        path = self.fingerprint_path
+        if not fresh and path.is_file() and self.has_outputs():
+            differences = fingerprint_differences(read_json(path), run)
+            if differences:
+                shown = "; ".join(differences[:6]) + (
+                    f"; and {len(differences) - 6} more" if len(differences) > 6 else ""
+                )
+                raise RunFolderError(
+                    f"{str(self.root)!r} holds a run made with other settings ({shown}); nothing in it was changed. "
+                    f"Rerun with its settings to resume it, or start over: `rm -r {self.root}`, or write elsewhere "
+                    "with --trainer.default_root_dir NEW_FOLDER"
+                )
+            return
+        if not fresh and not path.is_file() and self.has_outputs():
+            raise RunFolderError(
+                f"{str(self.root)!r} holds outputs of a run without a fingerprint (made by an older version?), so "
+                f"they cannot be told apart from other settings; nothing in it was changed. Move it away "
+                f"(`mv {self.root} {self.root}.old`) or write elsewhere with --trainer.default_root_dir NEW_FOLDER"
+            )
+        write_json(path, run)
+
     # -- checks -----------------------------------------------------------------------------------------
     def check_writable(self) -> None:
         """Fail now, with the path, when the folder cannot be created or written (a file, no permission)."""
@@ -345,28 +378,4 @@ def write_preference_pairs(path: str | Path, columns: dict[str, list]) -> Path:
         else:
             tmp.unlink(missing_ok=True)
         raise
-    return path
-
-
-def check_checkpoint_file(path: str | Path, what: str = "checkpoint") -> Path:
-    """A checkpoint path that exists, is not empty and is a whole file of its format (torch's zip archive or
-    safetensors), checked without loading it: a truncated download or a stray file is one clear error."""
-    import zipfile
-
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise CheckpointError(f"{what} {str(path)!r} not found")
-    size = path.stat().st_size
-    if size == 0:
-        raise CheckpointError(f"{what} {str(path)!r} is empty (0 bytes): a failed save or copy; make it again")
-    with open(path, "rb") as f:
-        head = f.read(8)
-    if path.suffix == ".safetensors":
-        header = int.from_bytes(head, "little") if len(head) == 8 else size
-        if header + 8 > size:
-            raise CheckpointError(f"{what} {str(path)!r} is truncated or not a safetensors file; make it again")
-        return path
-    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; its index sits at the end of the file
-        kind = "truncated (its end is missing)" if head.startswith(b"PK") else "not a PyTorch checkpoint"
-        raise CheckpointError(f"{what} {str(path)!r} is {kind} ({size} bytes); make it again or point to another")
     return path

@@ -13,6 +13,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from typing_extensions import override
 
 RESUME_SUFFIX = "-resume"
+FINGERPRINT_KEY = "lightning_search_fingerprint"  # the fit's fingerprint in each checkpoint (plain JSON values)
 
 
 class FinalCheckpoint(ModelCheckpoint):
@@ -24,7 +25,8 @@ class FinalCheckpoint(ModelCheckpoint):
     ``--ckpt_path <dirpath>/<filename>-resume.ckpt``.
 
     Each file is written under a temporary name and renamed (Lightning writes checkpoints in place, so a kill
-    during the write would leave half a file under the real name).
+    during the write would leave half a file under the real name). ``run_fingerprint`` (set by
+    ``lightning-search fit``) is stored in every checkpoint, so that a resume with other settings is refused.
 
     Args:
         dirpath: the folder (default: the trainer's ``default_root_dir``, so that it follows
@@ -37,6 +39,7 @@ class FinalCheckpoint(ModelCheckpoint):
         kwargs.setdefault("enable_version_counter", False)
         super().__init__(dirpath=dirpath, filename=filename, **kwargs)
         self._finishing = False
+        self.run_fingerprint: dict[str, Any] | None = None
 
     def resume_path(self, trainer: Trainer) -> Path:
         return Path(self.dirpath or trainer.default_root_dir) / f"{self.filename}{RESUME_SUFFIX}{self.FILE_EXTENSION}"
@@ -66,6 +69,11 @@ class FinalCheckpoint(ModelCheckpoint):
         trainer.strategy.barrier("FinalCheckpoint")
         self._last_global_step_saved = trainer.global_step
         self._last_checkpoint_saved = filepath
+
+    @override
+    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
+        if self.run_fingerprint is not None:
+            checkpoint[FINGERPRINT_KEY] = self.run_fingerprint
 
     @override
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:

@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from lightning_search.data.conditions import ConditionDataModule, ConditionDataset
+from lightning_search.data.resumable import ResumableTrainData
 from lightning_search.errors import ConfigurationError
 
 Split = Literal["generator", "verifier", "evaluator"]
@@ -55,7 +56,7 @@ class _ImageLabelDataset(Dataset):
         return {"image": image, "condition": label}
 
 
-class DigitsDataModule(ConditionDataModule):
+class DigitsDataModule(ResumableTrainData, ConditionDataModule):
     """Digits for training (generator or a classifier) and class conditions for prediction.
 
     Args:
@@ -64,6 +65,7 @@ class DigitsDataModule(ConditionDataModule):
         samples_per_class: predict yields this many sample ids per class (ids are class-major: stable).
         classes: restrict prediction to these classes (default: all ten).
         predict_batch_size: conditions per predict step (search multiplies it by its candidates).
+        seed: of the training order (``data/resumable.py``); None: the run's ``seed_everything``.
     """
 
     def __init__(
@@ -74,20 +76,22 @@ class DigitsDataModule(ConditionDataModule):
         classes: list[int] | None = None,
         predict_batch_size: int = 100,
         num_workers: int = 0,
+        seed: int | None = None,
     ) -> None:
         super().__init__()
         if split not in ("generator", "verifier", "evaluator"):
             raise ConfigurationError(f"unknown digits split {split!r}; valid: generator, verifier, evaluator")
         self.save_hyperparameters()
+        self.seed = int(torch.initial_seed() if seed is None else seed)
         self.predict_batch_size = predict_batch_size
         self.classes = list(range(10)) if classes is None else list(classes)
 
     def train_dataloader(self) -> DataLoader:
         images, labels = digits_splits()[self.hparams.split]
-        return DataLoader(
+        return self.train_loader(
             _ImageLabelDataset(images, labels),
-            batch_size=self.hparams.batch_size,
-            shuffle=True,
+            self.hparams.batch_size,
+            self.seed,
             drop_last=len(labels) > self.hparams.batch_size,
             num_workers=self.hparams.num_workers,
         )

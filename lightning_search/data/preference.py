@@ -28,6 +28,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from lightning_search.data.resumable import ResumableTrainData
 from lightning_search.errors import CheckpointError, ConfigurationError
 
 DISK_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")  # written by save_to_disk
@@ -144,6 +145,32 @@ class PreferencePairs(Dataset):
         return self.decode_row(row[self.caption], row[self.images[0]], row[self.images[1]], row[self.label])
 
 
+LABELS = (0.0, 0.5, 1.0)
+
+
+def preference_label(value: Any, source: str, column: str, row: int) -> float | None:
+    """A pair's label as 0, 0.5 or 1 (None: unlabelled, dropped and counted). Anything else is an error naming
+    the row: a label of 2 or 0.7 is not a preference this schema has, and silently dropping it as a tie would
+    lose pairs."""
+    if value is None:
+        return None
+    try:
+        label = float(value)
+    except (TypeError, ValueError):
+        raise ConfigurationError(
+            f"preference data {source!r}, row {row}: {column} is {value!r}, not a number; Pick-a-Pic labels are "
+            "1 (image 0 preferred), 0 (image 1 preferred) or 0.5 (a tie)"
+        ) from None
+    if label != label:  # NaN: no label
+        return None
+    if label not in LABELS:
+        raise ConfigurationError(
+            f"preference data {source!r}, row {row}: {column} is {value!r}; Pick-a-Pic labels are 1 (image 0 "
+            "preferred), 0 (image 1 preferred) or 0.5 (a tie): map other scales to these first"
+        )
+    return label
+
+
 def collate_pairs(rows: list[dict[str, Any] | None]) -> dict[str, Any]:
     """Stack pairs; pairs that failed to decode (None) are left out."""
     rows = [r for r in rows if r is not None]
@@ -164,7 +191,7 @@ def collate_pairs(rows: list[dict[str, Any] | None]) -> dict[str, Any]:
 # -- the DataModule -----------------------------------------------------------------------------------------
 
 
-class PreferenceDataModule(LightningDataModule):
+class PreferenceDataModule(ResumableTrainData, LightningDataModule):
     """Preference pairs for fine-tuning (Diffusion-DPO, SFT on winners).
 
     Args:
@@ -180,6 +207,8 @@ class PreferenceDataModule(LightningDataModule):
         validate_images: decode every pair once in ``setup`` so bad pairs are dropped and counted up front
             (for very large sets turn it off: bad pairs are then skipped when batched).
         in_memory: keep the decoded images in memory (small sets such as digits pairs: no decoding per step).
+        shuffle: a new seeded order every epoch (``data/resumable.py``); False: the data set's order.
+        seed: of the training order; None: the run's ``seed_everything``.
     """
 
     def __init__(
@@ -197,12 +226,13 @@ class PreferenceDataModule(LightningDataModule):
         in_memory: bool = False,
         shuffle: bool = True,
         num_workers: int = 0,
+        seed: int | None = None,
     ) -> None:
         super().__init__()
         if source is None:
             raise ConfigurationError("PreferenceDataModule needs source (where the pairs are)")
         self.save_hyperparameters()
-        self.source = source
+        self.source, self.seed = source, int(torch.initial_seed() if seed is None else seed)
         self.image_columns = list(image_columns or ["jpg_0", "jpg_1"])
         if len(self.image_columns) != 2:
             raise ConfigurationError(f"image_columns names the two images of a pair, got {self.image_columns}")
@@ -231,9 +261,10 @@ class PreferenceDataModule(LightningDataModule):
             if isinstance(data.features[column], datasets.Image):
                 data = data.cast_column(column, datasets.Image(decode=False))
         read = len(data)
-        labels = data[self.hparams.label_column]
-        keep = [i for i, v in enumerate(labels) if v is not None and float(v) in (0.0, 1.0)]
-        ties = sum(1 for v in labels if v is not None and float(v) not in (0.0, 1.0))
+        labels = [preference_label(v, self.source, self.hparams.label_column, i)
+                  for i, v in enumerate(data[self.hparams.label_column])]  # fmt: skip
+        keep = [i for i, v in enumerate(labels) if v in (0.0, 1.0)]
+        ties = sum(1 for v in labels if v == 0.5)
         unlabelled = read - len(keep) - ties
         data = data.select(keep)
         pairs = PreferencePairs(
@@ -266,9 +297,10 @@ class PreferenceDataModule(LightningDataModule):
         self.pairs = pairs
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(
+        return self.train_loader(
             self.pairs,
-            batch_size=self.hparams.batch_size,
+            self.hparams.batch_size,
+            self.seed,
             shuffle=self.hparams.shuffle,
             drop_last=len(self.pairs) > self.hparams.batch_size,
             num_workers=self.hparams.num_workers,

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -88,6 +89,36 @@ BUILTIN_PROMPT_SETS: dict[str, PromptSet] = {
 }
 
 
+def check_text_file(path: Path) -> None:
+    """A prompt file that ``datasets`` would fail on with a traceback (or read wrongly) is one clear error:
+    empty, not UTF-8 (with the line of the first bad byte), or a JSON Lines file with a line that is not JSON."""
+    data = path.read_bytes()
+    if not data.strip():
+        raise ConfigurationError(f"prompt file {str(path)!r} is empty; give it a header and one prompt per row")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise ConfigurationError(
+            f"prompt file {str(path)!r}, line {line}: not UTF-8 text (byte {data[err.start]:#04x} at offset "
+            f"{err.start}); save it as UTF-8"
+        ) from None
+    if path.suffix.lower() == ".jsonl":
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ConfigurationError(
+                    f"prompt file {str(path)!r}, line {number}: not a JSON object ({err.msg} at column {err.colno})"
+                ) from None
+            if not isinstance(row, dict):
+                raise ConfigurationError(
+                    f"prompt file {str(path)!r}, line {number}: a JSON {type(row).__name__}, not an object"
+                )
+
+
 def load_prompt_table(source: str, split: str = "train", revision: str | None = None):
     """A ``datasets.Dataset`` for a built-in name, a local file, or a hub data set id."""
     import datasets
@@ -104,8 +135,19 @@ def load_prompt_table(source: str, split: str = "train", revision: str | None = 
     if suffix in FILE_FORMATS:
         if not path.is_file():
             raise ConfigurationError(f"prompt file {str(path)!r} does not exist")
-        options = {"delimiter": "\t"} if suffix == ".tsv" else {}
-        return datasets.load_dataset(FILE_FORMATS[suffix], data_files=str(path), split="train", **options)
+        options: dict[str, Any] = {}
+        if FILE_FORMATS[suffix] == "csv":
+            check_text_file(path)
+            # pandas would read a prompt "NA" or "None" as null, and an empty cell as NaN ("nan")
+            options = {"keep_default_na": False, **({"delimiter": "\t"} if suffix == ".tsv" else {})}
+        elif suffix == ".jsonl":
+            check_text_file(path)
+        try:
+            return datasets.load_dataset(FILE_FORMATS[suffix], data_files=str(path), split="train", **options)
+        except ValueError as err:  # datasets: a table with a header and no rows
+            if "corresponds to no data" in str(err):
+                raise ConfigurationError(f"prompt file {str(path)!r} has no prompts (a header and no rows)") from None
+            raise
     if "/" not in source:
         raise UnknownNameError("prompt set", source, BUILTIN_PROMPT_SETS)
     try:
@@ -203,6 +245,11 @@ class PromptDataModule(ConditionDataModule):
         data = table.to_dict()
         rows = []
         for r, prompt in enumerate(data[prompt_column]):
+            if prompt is None or not isinstance(prompt, str) or not prompt.strip():
+                raise ConfigurationError(
+                    f"prompt set {hp.source!r}, row {r}: the prompt ({prompt_column!r}) is "
+                    f"{'null' if prompt is None else repr(prompt)}; give every row a text prompt or remove the row"
+                )
             category = data[category_column][r] if has_category else None
             if hp.categories is not None and category not in hp.categories:
                 continue

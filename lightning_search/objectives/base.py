@@ -13,12 +13,21 @@ Logs = dict[str, torch.Tensor]
 
 
 class Objective(ABC):
-    """A training loss. ``reference`` is the frozen reference model where the objective needs one (DPO)."""
+    """A training loss. ``reference`` is the frozen reference model where the objective needs one (DPO).
+
+    ``generator`` is where every random draw of the loss comes from (times, noises, condition dropout):
+    ``DiffusionModule`` seeds one per training step from (seed, step, batch, rank), so that a fit stopped
+    and resumed draws exactly what an uninterrupted one draws. None: torch's global generator.
+    """
 
     needs_reference: bool = False
 
     @abstractmethod
     def __call__(
-        self, backbone: Backbone, batch: dict[str, Any], reference: Backbone | None = None
+        self,
+        backbone: Backbone,
+        batch: dict[str, Any],
+        reference: Backbone | None = None,
+        generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, Logs]:
         """-> (scalar loss, {name: scalar tensor} to log)."""

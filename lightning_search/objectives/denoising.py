@@ -29,11 +29,14 @@ class DenoisingLoss(Objective):
             raise ConfigurationError(f"time_sampling must be 'uniform' or 'logit_normal', got {time_sampling!r}")
         self.time_sampling, self.t_min = time_sampling, t_min
 
-    def sample_time(self, batch_size: int, device: torch.device) -> torch.Tensor:
+    def sample_time(
+        self, batch_size: int, device: torch.device, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """(B,) training times in [t_min, 1]."""
         if self.time_sampling == "logit_normal":
-            t = torch.sigmoid(torch.randn(batch_size, device=device))
+            t = torch.sigmoid(torch.randn(batch_size, device=device, generator=generator))
         else:
-            t = torch.rand(batch_size, device=device)
+            t = torch.rand(batch_size, device=device, generator=generator)
         return t.clamp(self.t_min, 1.0)
 
     @staticmethod
@@ -46,10 +49,15 @@ class DenoisingLoss(Objective):
         return (backbone(x_t, t, cond).float() - target.float()).pow(2).flatten(1).mean(1)
 
     def __call__(
-        self, backbone: Backbone, batch: dict[str, Any], reference: Backbone | None = None
+        self,
+        backbone: Backbone,
+        batch: dict[str, Any],
+        reference: Backbone | None = None,
+        generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, Logs]:
         x0 = backbone.encode_images(batch["image"])
-        cond = backbone.drop_conditions(backbone.encode_conditions(batch["condition"]))
-        t = self.sample_time(x0.shape[0], x0.device)
-        loss = self.per_sample_loss(backbone, x0, cond, t, torch.randn_like(x0)).mean()
+        cond = backbone.drop_conditions(backbone.encode_conditions(batch["condition"]), generator)
+        t = self.sample_time(x0.shape[0], x0.device, generator)
+        eps = torch.empty_like(x0).normal_(generator=generator)  # randn_like's memory layout
+        loss = self.per_sample_loss(backbone, x0, cond, t, eps).mean()
         return loss, {"loss": loss.detach()}

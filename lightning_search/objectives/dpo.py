@@ -92,17 +92,17 @@ class DiffusionDPO(Objective):
         return backbone(x_t, t, cond).float(), target.float()
 
     def losses(
-        self, backbone: Backbone, reference: Backbone, batch: dict[str, Any]
+        self, backbone: Backbone, reference: Backbone, batch: dict[str, Any], generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """-> (L_w, L_l, L_ref_w, L_ref_l, KL proxy per pair), each (B,); winner and loser in one batch of 2B."""
         _check_batch(batch)
         x_w, x_l = backbone.encode_images(batch["image_w"]), backbone.encode_images(batch["image_l"])
         cond = backbone.encode_conditions(batch["condition"])
         if self.drop:
-            cond = backbone.drop_conditions(cond)
+            cond = backbone.drop_conditions(cond, generator)
         b = x_w.shape[0]
-        t = self.noise.sample_time(b, x_w.device)
-        eps = torch.randn_like(x_w)
+        t = self.noise.sample_time(b, x_w.device, generator)
+        eps = torch.empty_like(x_w).normal_(generator=generator)  # randn_like's memory layout
         x0, cond2, t2, eps2 = torch.cat([x_w, x_l]), cond_cat([cond, cond]), torch.cat([t, t]), torch.cat([eps, eps])
         out, target = self.outputs_and_targets(backbone, x0, cond2, t2, eps2)
         with torch.no_grad():
@@ -113,14 +113,18 @@ class DiffusionDPO(Objective):
         return model[:b], model[b:], ref[:b], ref[b:], 0.5 * (kl[:b] + kl[b:])
 
     def __call__(
-        self, backbone: Backbone, batch: dict[str, Any], reference: Backbone | None = None
+        self,
+        backbone: Backbone,
+        batch: dict[str, Any],
+        reference: Backbone | None = None,
+        generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, Logs]:
         if reference is None:
             raise ConfigurationError(
                 "Diffusion-DPO needs a reference model: train through DiffusionModule (LoRA adapters disabled, or a "
                 "frozen copy for a full fine-tune), or pass reference= yourself"
             )
-        l_w, l_l, ref_w, ref_l, kl = self.losses(backbone, reference, batch)
+        l_w, l_l, ref_w, ref_l, kl = self.losses(backbone, reference, batch, generator)
         h = -0.5 * self.beta * ((l_w - l_l) - (ref_w - ref_l))
         loss = preference_loss(h, self.beta, self.loss_type).mean()
         reward_w = (-0.5 * self.beta * (l_w - ref_w)).detach()

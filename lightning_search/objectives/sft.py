@@ -20,8 +20,12 @@ class PreferredSFT(DenoisingLoss):
     """Denoising regression on the winners of preference pairs (arguments as :class:`DenoisingLoss`)."""
 
     def __call__(
-        self, backbone: Backbone, batch: dict[str, Any], reference: Backbone | None = None
+        self,
+        backbone: Backbone,
+        batch: dict[str, Any],
+        reference: Backbone | None = None,
+        generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, Logs]:
         if "image_w" not in batch:
             raise ConfigurationError("SFT on preferences needs batches with image_w (a PreferenceDataModule)")
-        return super().__call__(backbone, {"image": batch["image_w"], "condition": batch["condition"]})
+        return super().__call__(backbone, {"image": batch["image_w"], "condition": batch["condition"]}, None, generator)

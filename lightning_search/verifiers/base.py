@@ -56,7 +56,14 @@ class Verifier(nn.Module, ABC):
 
         Safe to compute on any micro-batch; :meth:`reduce` turns them into the final scores.
         """
-        return self.score(images, conditions, x0_images).float()[:, None]
+        scores = self.score(images, conditions, x0_images).float()
+        infinite = torch.isinf(scores)
+        if infinite.any():  # +inf would win every comparison (and be stored as 3.4e38): a bug of the verifier
+            raise LightningSearchError(
+                f"{type(self).__name__} scored {int(infinite.sum())} of {scores.numel()} images "
+                f"{float(scores[infinite][0]):+}; a score must be finite (NaN marks an image it cannot score)"
+            )
+        return scores[:, None]
 
     @property
     def num_raw_scores(self) -> int:

@@ -86,6 +86,8 @@ def parse_grades(content: str, needed: Sequence[str]) -> dict[str, float]:
     for key, value in raw.items():
         name = re.sub(r"[^a-z0-9]+", "_", str(key).lower()).strip("_")
         name = {"accuracy": "accuracy_to_prompt", "internal_consistency": "consistency"}.get(name, name)
+        if isinstance(value, bool):  # JSON true / false are not grades (float(True) would be 1.0)
+            continue
         try:
             grades[name] = float(value)
         except (TypeError, ValueError):

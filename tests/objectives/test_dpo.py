@@ -220,7 +220,9 @@ def test_dpo_on_the_sd_twin_equals_a_from_scratch_computation(sd_pair, monkeypat
     timesteps = torch.tensor([124, 499, 749, 999])
     beta = 20.0
     objective = DiffusionDPO(beta=beta, loss_type=loss_type)
-    monkeypatch.setattr(objective.noise, "sample_time", lambda b, device: (timesteps + 1).float() / 1000)
+    monkeypatch.setattr(
+        objective.noise, "sample_time", lambda b, device, generator=None: (timesteps + 1).float() / 1000
+    )
     torch.manual_seed(21)
     loss, logs = objective(model, batch, reference)
     mse = _sd_reference(model, reference, batch, timesteps, seed=21)

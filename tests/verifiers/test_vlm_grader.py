@@ -184,6 +184,8 @@ def test_parse_and_encode():
         "overall": 7.5,
         "accuracy_to_prompt": 3.0,
     }
+    with pytest.raises(Exception, match="no 'overall' grade"):  # JSON true is not a grade (float(True) is 1.0)
+        parse_grades('{"overall": true}', ["overall"])
     url = image_to_data_url(torch.full((3, 4, 4), 0.5))
     assert url.startswith("data:image/png;base64,")
     pixels = np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))))
