@@ -30,8 +30,8 @@ def check_checkpoint_file(path: str | Path, what: str = "checkpoint") -> Path:
             raise CheckpointError(f"{what} {str(path)!r} is truncated or not a safetensors file; make it again")
         return path
     if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; its index sits at the end of the file
-        kind = "truncated (its end is missing)" if head.startswith(b"PK") else "not a PyTorch checkpoint"
-        raise CheckpointError(f"{what} {str(path)!r} is {kind} ({size} bytes); make it again or point to another")
+        kind = "truncated: its end is missing" if head.startswith(b"PK") else "not a PyTorch checkpoint"
+        raise CheckpointError(f"{what} {str(path)!r} ({size} bytes) is {kind}; make it again or point to another")
     return path
 
 

@@ -92,8 +92,9 @@ PREDICT_SETTINGS = ("seed_everything", "ckpt_path", "model", "data", "search", "
 # resuming to train longer is the same run)
 FIT_TRAINER_SETTINGS = ("precision", "accumulate_grad_batches", "gradient_clip_val", "gradient_clip_algorithm",
                         "devices", "num_nodes", "strategy", "deterministic")  # fmt: skip
-# callbacks that only write or show what a fit does (the others, e.g. EMA, decide its weights)
-_OBSERVERS = ("Checkpoint", "ProgressBar", "SaveLoraAdapter", "RunReport", "Writer", "Summary")
+# Lightning's callbacks that change what a fit computes (the others write or show it: checkpoints, progress,
+# loggers, adapters), by class name: EMA / SWA, accumulation schedules, fine-tuning schedules, pruning
+_DECIDING = ("WeightAveraging", "GradientAccumulationScheduler", "Finetuning", "ModelPruning")
 
 
 def run_fingerprint(config, command: str) -> dict:
@@ -103,7 +104,7 @@ def run_fingerprint(config, command: str) -> dict:
         trainer = values.get("trainer") or {}
         callbacks = trainer.get("callbacks") or []
         callbacks = [callbacks] if isinstance(callbacks, dict) else list(callbacks)
-        kept = [c for c in callbacks if not str(c.get("class_path", "")).endswith(_OBSERVERS)]
+        kept = [c for c in callbacks if any(name in str(c.get("class_path", "")) for name in _DECIDING)]
         settings = {k: values.get(k) for k in ("seed_everything", "model", "data")}
         settings["trainer"] = {**{k: trainer.get(k) for k in FIT_TRAINER_SETTINGS}, "callbacks": kept}
     else:

@@ -1,6 +1,7 @@
 """The CLI end to end on digits: fit, predict from the checkpoint, and bad input."""
 
 import json
+import os
 
 import pytest
 import torch
@@ -92,3 +93,137 @@ def test_missing_checkpoint_gives_a_clear_error(tmp_path, digits_setup, capsys):
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert "nope.ckpt" in err and "not found" in err and "lightning-search fit" in err
+
+
+# -- bad input: one line each (issue 12) --------------------------------------------------------------------
+
+
+def _one_line(capsys, args) -> tuple[int, str, str]:
+    """(exit code, the first line printed to stderr, all of stderr) of `lightning-search ARGS`."""
+    capsys.readouterr()
+    try:
+        main(args)
+        code = 0
+    except SystemExit as err:
+        code = err.code
+    err = capsys.readouterr().err
+    ours = [line for line in err.splitlines() if line.startswith("lightning-search: error:")]
+    return code, (ours[0] if ours else (err.strip().splitlines() or [""])[-1]), err
+
+
+def _recipe_with(tmp_path, setup, name: str, **sections) -> str:
+    import yaml
+
+    raw = yaml.safe_load(patched_recipe("digits/sample.yaml", tmp_path, setup).read_text())
+    raw.update(sections)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return str(path)
+
+
+def _pairs_parquet(path, labels) -> str:
+    import io
+
+    import datasets
+    from PIL import Image
+
+    def png(v):
+        buffer = io.BytesIO()
+        Image.new("L", (8, 8), v).save(buffer, format="PNG")
+        return buffer.getvalue()
+
+    rows = {"caption": [i % 10 for i in range(len(labels))], "jpg_0": [png(200)] * len(labels),
+            "jpg_1": [png(20)] * len(labels), "label_0": labels}  # fmt: skip
+    datasets.Dataset.from_dict(rows).to_parquet(str(path))
+    return str(path)
+
+
+def test_every_bad_input_is_one_line_that_says_what_to_do(tmp_path, digits_setup, capsys):
+    """Each case of the issue: exit code 2 and one `lightning-search: error:` line naming the culprit first."""
+    sample = str(patched_recipe("digits/sample.yaml", tmp_path, digits_setup))
+    predict = ["predict", "--config", sample, "--data.init_args.samples_per_class=1"]
+    data = digits_setup.generator.read_bytes()
+    files = {"empty.ckpt": b"", "truncated.ckpt": data[: len(data) // 2], "random.ckpt": os.urandom(5000),
+             "empty.csv": b"", "header.csv": b"prompt,category\n", "bad.jsonl": b'{"prompt": "a"}\n{"prompt": "b"\n',
+             "latin1.csv": "prompt\nun caf\u00e9\n".encode("latin-1"), "blank.csv": b'prompt\na cat\n""\n',
+             "file": b"x"}  # fmt: skip
+    for name, content in files.items():
+        (tmp_path / name).write_bytes(content)
+
+    def prompts(source):
+        return ["predict", "--config", _recipe_with(tmp_path, digits_setup, source.replace(".", "_"),
+                data={"class_path": "lightning_search.data.PromptDataModule", "init_args": {"source": str(tmp_path / source)}})]  # fmt: skip
+
+    dpo = str(patched_recipe("digits/dpo.yaml", tmp_path, digits_setup))
+
+    def pairs(labels, name):
+        return ["fit", "--config", dpo, f"--data.init_args.source={_pairs_parquet(tmp_path / name, labels)}"]
+
+    cases = [
+        ("empty checkpoint", [*predict, f"--ckpt_path={tmp_path}/empty.ckpt"], "empty.ckpt' is empty"),
+        ("truncated checkpoint", [*predict, f"--ckpt_path={tmp_path}/truncated.ckpt"], "is truncated"),
+        ("random-bytes checkpoint", [*predict, f"--ckpt_path={tmp_path}/random.ckpt"], "not a PyTorch checkpoint"),
+        ("init_weights of another model size",
+         [*predict, f"--model.init_args.init_weights={digits_setup.generator}",
+          "--model.init_args.backbone.init_args.size=digits-s"], "another model size?"),
+        ("empty CSV", prompts("empty.csv"), "empty.csv' is empty"),
+        ("header-only CSV", prompts("header.csv"), "has no prompts (a header and no rows)"),
+        ("malformed JSONL line", prompts("bad.jsonl"), "bad.jsonl', line 2: not a JSON object"),
+        ("non-UTF-8 file", prompts("latin1.csv"), "line 2: not UTF-8 text"),
+        ("empty prompt", prompts("blank.csv"), "row 1: the prompt ('prompt') is ''"),
+        ("candidate_steps <= 0", [*predict, "--search.algorithm=random", "--search.verifier=classifier",
+                                  "--search.candidate_steps=0"], "--search.candidate_steps must be >= 1"),
+        ("output path is a file", [*predict, f"--trainer.default_root_dir={tmp_path}/file/run"], "is a file"),
+        ("output path not writable", [*predict, "--trainer.default_root_dir=/proc/lightning-search/run"],
+         "cannot write into the run folder"),
+        ("non-numeric preference label", pairs(["1", "yes"], "text.parquet"), "label_0 is 'yes', not a number"),
+        ("preference label outside {0, 0.5, 1}", pairs([1.0, 2.0, 0.0, 0.7], "scale.parquet"),
+         "row 1: label_0 is 2.0"),
+        ("wrong config key", ["fit", "--config", dpo, "--model.init_args.learning_rat=0.1"],
+         "error: model.init_args.learning_rat: not accepted by lightning_search.DiffusionModule"),
+        ("option prefix", [*predict, "--search.num_candidate", "3"], "unknown option --search.num_candidate"),
+        ("unknown command", ["fitt"], "unknown command 'fitt'"),
+    ]  # fmt: skip
+    inf = _recipe_with(tmp_path, digits_setup, "inf",
+                       verifiers={"inf": {"class_path": "tests.helpers.verifiers.ConstantVerifier",
+                                          "init_args": {"value": float("inf")}}})  # fmt: skip
+    cases.append(("+inf score", ["predict", "--config", inf, "--data.init_args.samples_per_class=1",
+                                 "--search.algorithm=random", "--search.verifier=inf",
+                                 f"--trainer.default_root_dir={tmp_path}/inf"], "a score must be finite"))  # fmt: skip
+    table = []
+    for case, args, expected in cases:
+        code, line, err = _one_line(capsys, args)
+        table.append((case, line, code))
+        assert code == 2 and line.startswith("lightning-search: error:") and expected in line, (case, line)
+        assert "Traceback" not in err, case
+    print("\n".join(f"| {case} | `{line}` | {code} |" for case, line, code in table))
+
+
+def test_a_verifier_that_scores_only_nan_is_a_visible_warning(tmp_path, digits_setup, capsys):
+    nan = _recipe_with(tmp_path, digits_setup, "nan",
+                       verifiers={"nan": {"class_path": "tests.helpers.verifiers.ConstantVerifier",
+                                          "init_args": {"value": float("nan")}}})  # fmt: skip
+    code, _, err = _one_line(capsys, ["predict", "--config", nan, "--data.init_args.samples_per_class=1",
+                                      "--search.algorithm=random", "--search.verifier=nan",
+                                      f"--trainer.default_root_dir={tmp_path}/nan"])  # fmt: skip
+    assert code == 0 and "verifier 'nan' gave no finite score (NaN) to any candidate of 10 of 10 samples" in err
+    records = [json.loads(x) for x in (tmp_path / "nan/predictions/records.jsonl").read_text().splitlines()]
+    assert all(r["score"] is None and r["chosen"]["candidate"] == 0 for r in records)
+
+
+def test_a_rerun_with_other_settings_stops_and_changes_nothing(tmp_path, digits_setup, capsys):
+    from tests.test_runs import tree
+
+    recipe = str(patched_recipe("digits/search.yaml", tmp_path, digits_setup))
+    run = tmp_path / "mix"
+    base = ["predict", "--config", recipe, f"--trainer.default_root_dir={run}", "--data.init_args.samples_per_class=2"]
+    assert _one_line(capsys, [*base, "--search.num_candidates=8"])[0] == 0
+    before = tree(run)
+    code, line, _ = _one_line(capsys, [*base, "--search.algorithm=zero_order", "--search.num_candidates=4",
+                                       "--search.iterations=2"])  # fmt: skip
+    assert code == 2 and "search.algorithm: 'random' -> 'zero_order'" in line
+    assert "search.iterations: 1 -> 2" in line and "search.num_candidates: 8 -> 4" in line
+    code, line, _ = _one_line(capsys, [*base, "--search.num_candidates=32"])  # the finished folder, relabelled?
+    assert code == 2 and "search.num_candidates: 8 -> 32" in line and "nothing in it was changed" in line
+    assert tree(run) == before
+    assert _one_line(capsys, [*base, "--search.num_candidates=8", "--search.decode_batch_size=3"])[0] == 0  # resumes

@@ -66,6 +66,13 @@ class PredictionWriter(BasePredictionWriter):
         if self.skipped:
             rank_zero_info(f"resuming into {folder.predictions}: {self.skipped} samples already done are skipped")
 
+    @override
+    def on_predict_batch_start(
+        self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        if trainer.received_sigterm:  # arrived between two batches: do not start another
+            raise Interrupted("SIGTERM", f"predict into {str(self.run_dir(trainer))!r}")
+
     @staticmethod
     def _writes_on(trainer: Trainer, pl_module: LightningModule) -> bool:
         """With candidate sharding every rank holds every sample: rank 0 alone writes."""
