@@ -14,7 +14,7 @@ import yaml
 
 from lightning_search import DiffusionModule
 from lightning_search.backbones import DigitsBackbone
-from lightning_search.errors import ConfigurationError
+from lightning_search.errors import ConfigurationError, RunFolderError
 from lightning_search.lora import lora_parameters, save_lora_adapter
 from lightning_search.runs import read_records
 from tests.conftest import patched_recipe
@@ -80,3 +80,49 @@ def test_run_folders_as_arguments_and_bad_input(compared, tmp_path):
         compare([str(out / "base"), str(tmp_path / "nothing"), "--output_dir", str(tmp_path)])
     with pytest.raises(ConfigurationError, match="run folders"):
         compare([])
+
+
+# -- sweep --------------------------------------------------------------------------------------------------
+
+
+def _sweep_spec(tmp_path, digits_setup, points) -> str:
+    predict = patched_recipe("digits/sample.yaml", tmp_path, digits_setup)
+    spec = {"title": "two points", "predict_config": str(predict), "output_dir": str(tmp_path / "sweep"),
+            "points": points}  # fmt: skip
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return str(path)
+
+
+SMALL = ["--data.init_args.samples_per_class=1"]
+
+
+def test_a_sweep_reuses_finished_points_of_the_same_settings_only(tmp_path, digits_setup, monkeypatch):
+    from lightning_search import commands
+
+    points = [{"name": "steps1", "group": "steps", "args": [*SMALL, "--model.init_args.sampler.steps=1"]},
+              {"name": "steps2", "group": "steps", "args": [*SMALL, "--model.init_args.sampler.steps=2"]}]  # fmt: skip
+    spec = _sweep_spec(tmp_path, digits_setup, points)
+    commands.sweep(["--config", spec])
+    report = (tmp_path / "sweep/report.md").read_text()
+    assert "| steps | steps1 | 2.00 |" in report and "| steps | steps2 | 4.00 |" in report
+    assert "paper's findings" not in report  # the config asks for none
+    ran = []
+    monkeypatch.setattr(commands, "run_point", lambda *a: ran.append(a) or {})
+    commands.sweep(["--config", spec])  # both finished with these settings: nothing is loaded or run
+    assert ran == []
+    points[1]["args"][-1] = "--model.init_args.sampler.steps=3"
+    monkeypatch.undo()
+    with pytest.raises(RunFolderError, match=r"model.init_args.sampler.steps: 2 -> 3"):
+        commands.sweep(["--config", _sweep_spec(tmp_path, digits_setup, points)])
+
+
+def test_a_wrong_key_in_any_point_fails_before_the_first_point_runs(tmp_path, digits_setup):
+    from lightning_search import commands
+
+    points = [{"name": "ok", "args": SMALL}, {"name": "typo", "args": ["--search.num_candidate=4"]}]
+    with pytest.raises(ConfigurationError, match=r"run 'typo': unknown option --search.num_candidate=4"):
+        commands.sweep(["--config", _sweep_spec(tmp_path, digits_setup, points)])
+    assert not (tmp_path / "sweep").exists()
+    with pytest.raises(ConfigurationError, match=r"points.init_args.argz: not accepted"):
+        commands.sweep(["--config", _sweep_spec(tmp_path, digits_setup, [{"name": "x", "argz": []}])])
