@@ -20,8 +20,9 @@ from collections.abc import Callable
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 
 from lightning_search import commands
-from lightning_search.errors import Interrupted, LightningSearchError
-from lightning_search.lightning_cli import LightningSearchCLI, parse_error_line
+from lightning_search.cli_errors import find_our_error, parse_error_line
+from lightning_search.errors import Interrupted
+from lightning_search.lightning_cli import LightningSearchCLI
 
 __all__ = ["COMMANDS", "LightningSearchCLI", "main"]
 
@@ -50,17 +51,6 @@ def help_text() -> str:
     for name, (line, _) in COMMANDS.items():
         sub.add_parser(name, help=line, add_help=False)
     return parser.format_help()
-
-
-def find_our_error(err: BaseException | None) -> LightningSearchError | None:
-    """Our error, also when jsonargparse or Lightning wrapped it (while instantiating a class from the config)."""
-    seen = set()
-    while err is not None and id(err) not in seen:
-        if isinstance(err, LightningSearchError):
-            return err
-        seen.add(id(err))
-        err = err.__cause__ or err.__context__
-    return None
 
 
 def _fail(line: str, code: int = 2) -> None:

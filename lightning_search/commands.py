@@ -17,9 +17,10 @@ from typing import Any
 from jsonargparse import ArgumentParser
 from lightning.pytorch.utilities import rank_zero_info
 
+from lightning_search.cli_errors import parse_error_line
 from lightning_search.errors import ConfigurationError
 from lightning_search.fingerprint import fingerprint_differences
-from lightning_search.lightning_cli import PARSER_KWARGS, LightningSearchCLI, parse_error_line, parse_runs
+from lightning_search.lightning_cli import PARSER_KWARGS, LightningSearchCLI, parse_runs
 from lightning_search.reporting.diagnostics import HackingThresholds
 from lightning_search.reporting.scaling import (
     markdown_table,

@@ -227,3 +227,14 @@ def test_a_rerun_with_other_settings_stops_and_changes_nothing(tmp_path, digits_
     assert code == 2 and "search.num_candidates: 8 -> 32" in line and "nothing in it was changed" in line
     assert tree(run) == before
     assert _one_line(capsys, [*base, "--search.num_candidates=8", "--search.decode_batch_size=3"])[0] == 0  # resumes
+
+
+def test_help_lists_every_command(capsys):
+    from lightning_search.cli import COMMANDS
+
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert info.value.code == 0
+    for name in ("fit", "validate", "test", "predict", "pairs", "sweep", "report", "compare", "serve-verifier"):
+        assert name in COMMANDS and f"    {name}" in out

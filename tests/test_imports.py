@@ -26,6 +26,7 @@ FLOORS: list[tuple[str, ...]] = [
     ("module",),
     ("reporting",),
     ("callbacks",),
+    ("cli_errors",),  # parser and library errors as one line
     ("lightning_cli",),
     ("commands",),
     ("cli",),
