@@ -138,13 +138,18 @@ class SearchContext:
         self,
         x: torch.Tensor,
         cond,
+        seeds: list[list[int]],
         *,
         steps: int | None = None,
         t_start: float = 1.0,
         t_end: float = 0.0,
         x0_at: Sequence[float] = (),
+        keep_transitions: bool = False,
     ):
-        """Integrate (B, N, *latent) states with cond encoded for the B conditions (repeated N times)."""
+        """Integrate (B, N, *latent) states with cond encoded for the B conditions (repeated N times).
+
+        seeds: (B, N) the trajectories' seeds, from which a stochastic sampler draws its step noises.
+        """
         b, n = x.shape[:2]
         out = self.sampler.sample(
             self.backbone,
@@ -154,6 +159,8 @@ class SearchContext:
             t_end=t_end,
             steps=steps,
             x0_at=x0_at,
+            seeds=[s for row in seeds for s in row],
+            keep_transitions=keep_transitions,
         )
         out.x = out.x.view(b, n, *out.x.shape[1:])
         out.x0 = {t: v.view(b, n, *v.shape[1:]) for t, v in out.x0.items()}
@@ -219,9 +226,16 @@ class SearchContext:
         return self.__dict__["_image_shape"]
 
     def sample_and_score(
-        self, noise: torch.Tensor, cond, conditions, steps: int | None, num_candidates: int | None = None
+        self,
+        noise: torch.Tensor,
+        seeds: list[list[int]],
+        cond,
+        conditions,
+        steps: int | None,
+        num_candidates: int | None = None,
     ):
-        """Integrate (B, N) noises to t = 0 and score them -> (x0, images, scores, nfe per sample).
+        """Integrate (B, N) noises (trajectory seeds (B, N)) to t = 0 and score them -> (x0, images, scores,
+        nfe per sample).
 
         ``num_candidates``: the noises are this rank's share of sharded candidates; scores then cover all
         ``num_candidates`` of every rank (see :meth:`score`), x0 and images only this rank's.
@@ -231,7 +245,7 @@ class SearchContext:
             x0 = noise.new_zeros((b, 0, *noise.shape[2:]))
             images = torch.zeros(b, 0, *self.image_shape, device=self.device)
             return x0, images, self.score(images, conditions, None, num_candidates), 0
-        out = self.integrate(noise, cond, steps=steps, x0_at=self.x0_time)
+        out = self.integrate(noise, cond, seeds, steps=steps, x0_at=self.x0_time)
         images = self.decode(out.x)
         x0_images = self.decode(out.x0[self.x0_time[0]]) if self.x0_time else None
         return out.x, images, self.score(images, conditions, x0_images, num_candidates), out.nfe * n
