@@ -194,7 +194,7 @@ def ai_feedback_pairs(
     for start in range(0, len(conditions), batch_size):
         conds, ids = list(conditions[start : start + batch_size]), list(sample_ids[start : start + batch_size])
         seeds = ctx.seeds(ids, 0, samples_per_condition)
-        _, images, scores, _ = ctx.sample_and_score(ctx.noise(seeds), ctx.encode(conds), conds, None)
+        _, images, scores, _ = ctx.sample_and_score(ctx.noise(seeds), seeds, ctx.encode(conds), conds, None)
         best, worst = scores.argmax(dim=1), scores.argmin(dim=1)
         for i, cond in enumerate(conds):
             b, w = int(best[i]), int(worst[i])
