@@ -53,8 +53,8 @@ class SearchContext:
     seed: int = 0
     candidate_steps: int | None = None
     # images per VAE decode call and per verifier call: a full-resolution decode of every candidate at once
-    # does not fit a GPU (FLUX at 1024 px: one 128-channel activation of 96 images is ~26 GB in bf16)
-    decode_batch_size: int = 32
+    # does not fit a GPU (FLUX's VAE at 1024 px needs ~1.6 GB per image, benchmarks/memory.py)
+    decode_batch_size: int = 8
     verifier_batch_size: int = 64
     # candidate sharding: this rank evaluates candidates rank, rank + world_size, ... of every sample and the
     # per-rank winners are all-gathered (LightningModule.all_gather), so every rank picks the same one
@@ -249,6 +249,25 @@ class SearchContext:
         images = self.decode(out.x)
         x0_images = self.decode(out.x0[self.x0_time[0]]) if self.x0_time else None
         return out.x, images, self.score(images, conditions, x0_images, num_candidates), out.nfe * n
+
+    def score_states(self, x: torch.Tensor, t: float, cond, conditions: Sequence[Any]) -> tuple[torch.Tensor, int]:
+        """Scores (B, K) of states x (B, K, *latent) at time t by their x0-predictions (at t = 0 the states
+        themselves, for free) -> (scores, NFE per state)."""
+        b, k = x.shape[:2]
+        if t <= 0:
+            return self.score(self.decode(x), conditions), 0
+        flat = x.reshape(b * k, *x.shape[2:])
+        x0, cost = self.sampler.predict_x0(self.backbone, flat, t, cond_repeat(cond, k))
+        return self.score(self.decode(x0.view_as(x)), conditions), cost
+
+    def require_stochastic(self, algorithm: str) -> None:
+        """Algorithms that branch by the sampler's own noise need a stochastic sampler."""
+        if not self.sampler.stochastic(self.backbone):
+            raise ConfigurationError(
+                f"{algorithm} branches with the sampler's noise: use a stochastic sampler, e.g. "
+                "--model.init_args.sampler.solver ddim --model.init_args.sampler.eta 1.0 (or a stochastic "
+                "scheduler: ddpm, euler_ancestral, dpmsolver++_sde)"
+            )
 
 
 def gather_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
