@@ -79,7 +79,9 @@ def sweep(argv: list[str]) -> None:
     if grid:
         write_side_by_side(out / "grid.png", [out / grid["left"], out / grid["right"]])
     title, hacking = spec.get("title", "Scaling sweep"), spec.get("diagnostics")
-    write_report(out, scaling_rows(points), title=title, grid=grid, diagnostics=hacking)
+    write_report(
+        out, scaling_rows(points), title=title, grid=grid, diagnostics=hacking, efficiency=spec.get("efficiency")
+    )
 
 
 def write_side_by_side(path: Path, run_dirs: list[Path]) -> None:
@@ -97,10 +99,16 @@ def write_side_by_side(path: Path, run_dirs: list[Path]) -> None:
 
 
 def write_report(
-    out: Path, rows: list[dict[str, Any]], title: str, grid: dict | None = None, diagnostics: dict | None = None
+    out: Path,
+    rows: list[dict[str, Any]],
+    title: str,
+    grid: dict | None = None,
+    diagnostics: dict | None = None,
+    efficiency: dict | None = None,
 ) -> None:
     """scaling.csv, scaling.png and report.md of a sweep folder; ``diagnostics``: the verifier-hacking
-    thresholds and baseline (``reporting.diagnostics.HackingThresholds`` fields)."""
+    thresholds and baseline (``reporting.diagnostics.HackingThresholds`` fields); ``efficiency``: the
+    reward-per-NFE table's reference group and candidate counts (``reporting.efficiency``)."""
     from lightning_search.reporting.diagnostics import HackingThresholds, diagnostics_markdown
     from lightning_search.reporting.findings import findings_markdown
 
@@ -115,6 +123,12 @@ def write_report(
     hacking = diagnostics_markdown(rows, HackingThresholds(**(diagnostics or {})))
     if hacking:
         text += ["## Verifier-hacking diagnostics", "", hacking, ""]
+    if efficiency:
+        from lightning_search.reporting.efficiency import efficiency_markdown
+
+        table = efficiency_markdown(rows, efficiency["reference"], efficiency.get("candidates", (8, 16, 32)))
+        if table:
+            text += ["## Reward per NFE", "", table, ""]
     if grid:
         text += [f"Same seeds, left: `{grid['left']}`, right: `{grid['right']}`", "", "![grid](grid.png)", ""]
     text += ["## All points", "", markdown_table(rows, REPORT_COLUMNS + score_columns)]
