@@ -35,9 +35,12 @@ fit-digits: runs/digits/verifier/classifier.ckpt runs/digits/evaluator/classifie
 runs/digits/dpo/adapter/pytorch_lora_weights.safetensors: recipes/digits/dpo.yaml runs/digits/verifier/classifier.ckpt runs/digits/generator/generator.ckpt
 	rm -rf runs/digits/dpo/pairs  # pairs of an older generator
 	OMP_NUM_THREADS=1 $(RUN) fit --config recipes/digits/dpo.yaml
-demo-dpo: fit-digits runs/digits/dpo/adapter/pytorch_lora_weights.safetensors
+# GRPO with LoRA: online RL with the verifier classifier as the reward (the same verifier DPO's pairs and search use)
+runs/digits/grpo/adapter/pytorch_lora_weights.safetensors: recipes/digits/grpo.yaml runs/digits/verifier/classifier.ckpt runs/digits/generator/generator.ckpt
+	OMP_NUM_THREADS=1 $(RUN) fit --config recipes/digits/grpo.yaml
+demo-dpo: fit-digits runs/digits/dpo/adapter/pytorch_lora_weights.safetensors runs/digits/grpo/adapter/pytorch_lora_weights.safetensors
 	OMP_NUM_THREADS=1 $(RUN) compare --config recipes/digits/dpo_compare.yaml --force true
-	@echo "demo-dpo outputs: runs/digits/dpo/compare/{report.md,report.html,bars.png,grid.png}, runs/digits/dpo/adapter/"
+	@echo "demo-dpo outputs: runs/digits/dpo/compare/{report.md,report.html,bars.png,grid.png}, runs/digits/{dpo,grpo}/adapter/"
 
 # Samples and sweep points are recomputed on every demo (a retrained generator must not meet old points);
 # the models are retrained only when their recipe changed.

@@ -83,6 +83,8 @@ class LightningSearchCLI(LightningCLI):
 
     def before_fit(self) -> None:
         self._check_ckpt_path()
+        if getattr(getattr(self.model, "objective", None), "online", False):
+            self.configure_model_search()  # GRPO's rewards are verifiers of the run
 
     def before_validate(self) -> None:
         self._check_ckpt_path()

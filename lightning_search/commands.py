@@ -203,7 +203,10 @@ def compare(argv: list[str]) -> None:
                 run_point(spec["predict_config"], folder, [str(a) for a in run.get("args", [])])
             run_dirs.append(folder)
         title = title or spec.get("title")
-    rows = write_comparison(out or Path("runs/compare"), run_dirs, names, title or "Comparison")
+    diagnostics = spec.get("diagnostics") if cfg.config is not None else None
+    rows = write_comparison(
+        out or Path("runs/compare"), run_dirs, names, title or "Comparison", diagnostics=diagnostics
+    )
     shown = {
         r["name"]: {k: round(v, 3) for k, v in r.items() if k.startswith("score/") and v is not None} for r in rows
     }

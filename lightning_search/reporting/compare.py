@@ -42,6 +42,7 @@ def read_run(run_dir: str | Path, name: str | None = None) -> dict[str, Any]:
         row[f"score/{verifier}"] = value
     row["search_score"] = metrics.get("search_score")
     row.update({key: metrics.get(key) for key, _, _ in METRICS})
+    row["pairwise_distance"] = metrics.get("pairwise_distance")  # diversity, for the hacking diagnostics
     return row
 
 
@@ -183,8 +184,12 @@ def write_comparison(
     per_condition: int = 8,
     max_conditions: int = 10,
     html_samples_per_condition: int = 2,
+    diagnostics: dict | None = None,
 ) -> list[dict[str, Any]]:
-    """Write ``report.md``, ``report.html``, ``bars.png`` and ``grid.png`` into ``out`` -> the table rows."""
+    """Write ``report.md``, ``report.html``, ``bars.png`` and ``grid.png`` into ``out`` -> the table rows.
+
+    ``diagnostics``: ``reporting.diagnostics.HackingThresholds`` fields (e.g. ``{baseline: base, verifier:
+    classifier}``): a verifier-hacking section for every run against the baseline, fine-tunes included."""
     out = Path(out)
     run_dirs = [Path(r) for r in run_dirs]
     names = list(names) if names else [r.name for r in run_dirs]
@@ -214,6 +219,12 @@ def write_comparison(
         "",
         "Images side by side, sample by sample: [report.html](report.html)",
     ]
+    if diagnostics:
+        from lightning_search.reporting.diagnostics import HackingThresholds, diagnostics_markdown
+
+        section = diagnostics_markdown(rows, HackingThresholds(**diagnostics))
+        if section:
+            text += ["", "## Verifier-hacking diagnostics", "", section]
     atomic_write_text(out / "report.md", "\n".join(text) + "\n")
     page = [
         f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{html.escape(title)}</title>",
