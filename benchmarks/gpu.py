@@ -16,8 +16,8 @@ weights). For each family and N (8 and 32) at the paper recipe's resolution, gui
 
 (a) ``pipe(latents=noise[i:i + 1])`` once per candidate, each image scored as it comes (what public best-of-N
     scripts do by default);
-(b) one ``pipe(latents=noise, num_images_per_prompt=N)`` call, then the N images scored (retried with VAE slicing
-    if it runs out of memory);
+(b) one ``pipe(latents=noise)`` call for all N candidates, then the N images scored (retried with VAE slicing if
+    it runs out of memory);
 (c) lightning-search: ``RandomSearch`` from ``build_search(SearchConfig(...))`` through a ``SearchContext`` with the
     ``scheduler`` sampler, the recipe's ``micro_batch_size`` and the decode / verifier micro-batches of its
     ``SearchConfig``.
@@ -60,6 +60,7 @@ import math
 import os
 import platform
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -305,30 +306,32 @@ def real_pipeline(name: str, device: str, dtype: torch.dtype, seed: int = 0):
                                  scheduler=d.DPMSolverMultistepScheduler(**PIXART_SCHEDULER), **none)  # fmt: skip
 
 
-def real_embeddings(name: str, device: str, dtype: torch.dtype, seed: int = 1) -> dict:
-    """A pre-encoded condition ``{"pos": ..., "neg": ...}`` (batch 1) of the real encoders' output shapes, random:
-    FLUX: T5-XXL (512 x 4096) + CLIP-L pooled (768); SDXL: CLIP-L + bigG hidden states (77 x 2048), bigG pooled
-    (1280), zero negatives as SDXL base does for an empty negative prompt; SD3.5: CLIP-L + bigG padded to 4096 then
-    T5's 256 tokens (333 x 4096), both pooled (2048); PixArt-Sigma: T5-XXL (300 x 4096) with a 24-token mask."""
+def real_embeddings(name: str, device: str, dtype: torch.dtype, tokens: int | None = None, seed: int = 1) -> dict:
+    """A pre-encoded condition ``{"pos": ..., "neg": ...}`` (batch 1) of the real encoders' output shapes, random;
+    ``tokens``: the T5 sequence length (the backbone's ``max_sequence_length``). FLUX: T5-XXL (512 x 4096) + CLIP-L
+    pooled (768); SDXL: CLIP-L + bigG hidden states (77 x 2048), bigG pooled (1280), zero negatives as SDXL base does
+    for an empty negative prompt; SD3.5: CLIP-L + bigG padded to 4096, then T5's tokens (77 + 256 x 4096), both pooled
+    (2048); PixArt-Sigma: T5-XXL (300 x 4096) with a 24-token mask."""
     g = torch.Generator().manual_seed(seed)
 
     def randn(*shape: int) -> torch.Tensor:
         return torch.randn(shape, generator=g).to(device=device, dtype=dtype)
 
     if name == "flux":
-        pos = {"prompt_embeds": randn(1, 512, 4096), "pooled": randn(1, 768)}
+        pos = {"prompt_embeds": randn(1, tokens or 512, 4096), "pooled": randn(1, 768)}
         return {"pos": pos, "neg": {k: torch.zeros_like(v) for k, v in pos.items()}}  # unused: FLUX-dev has no CFG
     if name == "sdxl":
         pos = {"prompt_embeds": randn(1, 77, 2048), "text_embeds": randn(1, 1280)}
         return {"pos": pos, "neg": {k: torch.zeros_like(v) for k, v in pos.items()}}  # time ids: added by the caller
     if name == "sd35m":
-        return {side: {"prompt_embeds": randn(1, 77 + 256, 4096), "pooled": randn(1, 2048)} for side in ("pos", "neg")}
+        return {side: {"prompt_embeds": randn(1, 77 + (tokens or 256), 4096), "pooled": randn(1, 2048)}
+                for side in ("pos", "neg")}  # fmt: skip
     if name == "pixart":
-        masks = {"pos": 24, "neg": 1}  # a DrawBench-length prompt, and "" (its end-of-sequence token)
+        tokens, masks = tokens or 300, {"pos": 24, "neg": 1}  # a DrawBench-length prompt, and "" (its end token)
         return {
             side: {
-                "prompt_embeds": randn(1, 300, 4096),
-                "attention_mask": (torch.arange(300) < length).long()[None].to(device),
+                "prompt_embeds": randn(1, tokens, 4096),
+                "attention_mask": (torch.arange(tokens) < length).long()[None].to(device),
             }
             for side, length in masks.items()
         }
@@ -392,8 +395,9 @@ class Built:
 
     @property
     def cfg(self) -> bool:
-        """Classifier-free guidance: two network rows per candidate (FLUX-dev's guidance is an input instead)."""
-        return self.family.name != "flux" and self.recipe.guidance_scale != 1.0
+        """Classifier-free guidance: two network rows per candidate (FLUX-dev's recipe has none: its guidance is an
+        input of the network)."""
+        return self.recipe.guidance_scale != 1.0
 
     def candidates_per_call(self, micro_batch_size: int) -> int:
         return max(1, micro_batch_size // (2 if self.cfg else 1))
@@ -407,11 +411,11 @@ def backbone_kwargs(family: Family, recipe: Recipe, tiny: bool) -> dict[str, Any
         {"height": 32, "width": 32} if tiny else {"height": args.get("height"), "width": args.get("width")}
     )
     if family.name == "flux":
-        kwargs.update(guidance=args.get("guidance", 3.5), max_sequence_length=args.get("max_sequence_length", 512))
-    if family.name in ("sd35m", "pixart") and (tiny or args.get("max_sequence_length")):
-        kwargs.update(max_sequence_length=args.get("max_sequence_length", 256))
-    if tiny and "max_sequence_length" in kwargs:
+        kwargs["guidance"] = args.get("guidance", 3.5)
+    if tiny and family.name in ("flux", "sd35m", "pixart"):
         kwargs["max_sequence_length"] = 32
+    elif "max_sequence_length" in args:
+        kwargs["max_sequence_length"] = args["max_sequence_length"]
     if family.name == "pixart":
         kwargs.update(clean_caption=False)
     if family.name == "sd" and args.get("scheduler"):
@@ -437,9 +441,10 @@ def build(family: Family, tiny: bool, device: str, dtype: torch.dtype | None, se
         if not family.real:
             raise ValueError(f"family {family.name!r} exists only as a tiny twin: run it with --tiny")
         pipe = real_pipeline(family.name, device, dtype, seed)
-        cond = real_embeddings(family.name, device, dtype)
     pipe.set_progress_bar_config(disable=True)
     backbone = pre_encoded_backbone(family, pipe, {}, **kwargs)
+    if not tiny:
+        cond = real_embeddings(family.name, device, dtype, getattr(backbone, "max_sequence_length", None))
     if family.name == "sdxl":  # SDXL's micro-conditioning ids, the pipeline's own (the backbone asks it)
         for side in ("pos", "neg"):
             cond[side]["time_ids"] = backbone._time_ids(cond[side]["text_embeds"])
@@ -486,7 +491,7 @@ class Phases:
     """Time inside the denoiser (forward hooks), ``vae.decode`` and ``verifier.score`` (wrapped on the instance, so
     the pipeline's and the framework's calls are both seen). On CUDA, events recorded around each call, read after
     the run's final synchronisation: no synchronisation inside the run, so the timing does not slow it. On CPU,
-    ``perf_counter``. ``denoiser=False`` leaves the denoiser alone (a compiled module would trace the hooks)."""
+    ``perf_counter``. ``time_denoiser=False`` leaves the denoiser alone (a compiled module would trace the hooks)."""
 
     def __init__(self, device: str, denoiser, vae, verifier, time_denoiser: bool = True) -> None:
         self.cuda = is_cuda(device)
@@ -576,6 +581,7 @@ class Run:
     error: str | None = None
     seconds: float | None = None
     seconds_all: list[float] = field(default_factory=list)
+    rounds: list[dict[str, Any]] = field(default_factory=list)
     candidates_per_s: float | None = None
     projected_candidates_per_s: float | None = None
     peak_gb: float | None = None
@@ -599,33 +605,32 @@ class Outcome:
 
 
 def free(device: str, collect: bool = False) -> None:
-    """Return cached device memory to the allocator's pool (and collect garbage cycles, after a family: half a
-    second with diffusers and transformers imported, too slow between measurements)."""
-    if collect:
-        gc.collect()
+    """Hand the allocator's cached blocks back to the device; ``collect``: first collect garbage cycles (an error's
+    traceback keeps its frames' tensors alive) so that a family's weights are gone before the next one is built. Only
+    on CUDA: a collection takes half a second with diffusers and transformers imported."""
     if is_cuda(device):
+        if collect:
+            gc.collect()
         torch.cuda.empty_cache()
 
 
-def measure(run: Run, fn: Callable[[], Outcome], device: str, phases: Callable[[], Phases], repeats: int):
-    """Run ``fn`` ``repeats`` times (after the caller's warm-up): wall seconds (median), peak memory, phase times of
-    the median repeat. Out of memory or any error is recorded in ``run``, not raised."""
-    outcome, times, phase_runs, peak = None, [], [], 0
+def measure_once(run: Run, fn: Callable[[], Outcome], device: str, phases: Callable[[], Phases]) -> Outcome | None:
+    """One timed call of ``fn`` (after the caller's warm-up) appended to ``run.rounds``: wall seconds, phase times
+    and calls, peak memory. Out of memory or any error is recorded in ``run``, not raised."""
     try:
-        for _ in range(repeats):
-            free(device)
-            if is_cuda(device):
-                torch.cuda.reset_peak_memory_stats(device)
-                run.resident_gb = torch.cuda.memory_allocated(device) / GB
-            with phases() as timer, torch.no_grad():
-                sync(device)
-                start = time.perf_counter()
-                outcome = fn()
-                sync(device)
-                times.append(time.perf_counter() - start)
-            phase_runs.append((timer.totals(), timer.calls()))
-            if is_cuda(device):
-                peak = max(peak, torch.cuda.max_memory_allocated(device))
+        free(device)
+        if is_cuda(device):
+            torch.cuda.reset_peak_memory_stats(device)
+            run.resident_gb = torch.cuda.memory_allocated(device) / GB
+        with phases() as timer, torch.no_grad():
+            sync(device)
+            start = time.perf_counter()
+            outcome = fn()
+            sync(device)
+            seconds = time.perf_counter() - start
+        peak = torch.cuda.max_memory_allocated(device) / GB if is_cuda(device) else None
+        run.rounds.append({"seconds": seconds, "phases_s": timer.totals(), "calls": timer.calls(), "peak_gb": peak})
+        return outcome
     except torch.OutOfMemoryError as err:
         run.status, run.error = "oom", str(err).splitlines()[0][:300]
     except Exception as err:  # a benchmark records a failure and goes on to the next measurement
@@ -633,23 +638,28 @@ def measure(run: Run, fn: Callable[[], Outcome], device: str, phases: Callable[[
         run.extra["traceback"] = traceback.format_exc(limit=6)[-2000:]
     finally:
         free(device)
-    if run.status != "ok":
-        return None
-    run.seconds_all = times
-    run.seconds = statistics.median(times)
-    median_index = min(range(len(times)), key=lambda i: abs(times[i] - run.seconds))
-    run.phases_s, run.calls = phase_runs[median_index]
-    run.peak_gb = peak / GB if is_cuda(device) else None
+    return None
+
+
+def summarize(run: Run, outcome: Outcome | None) -> None:
+    """The run's figures from its rounds: median seconds, the median round's phases and calls, the largest peak,
+    and the throughput projected to the recipe's steps (the denoiser's time scaled, the rest per candidate)."""
+    if run.status != "ok" or not run.rounds or outcome is None:
+        return
+    times = [r["seconds"] for r in run.rounds]
+    run.seconds_all, run.seconds = times, statistics.median(times)
+    median = min(run.rounds, key=lambda r: abs(r["seconds"] - run.seconds))
+    run.phases_s, run.calls = median["phases_s"], median["calls"]
+    peaks = [r["peak_gb"] for r in run.rounds if r["peak_gb"] is not None]
+    run.peak_gb = max(peaks) if peaks else None
     run.candidates_per_s = run.n / run.seconds
     known = {k: v for k, v in run.phases_s.items() if v is not None}
-    run.shares = {k: (v / times[median_index] if v is not None else None) for k, v in run.phases_s.items()}
-    run.shares["other"] = max(0.0, 1 - sum(known.values()) / times[median_index]) if len(known) == 3 else None
+    run.shares = {k: (None if v is None else v / median["seconds"]) for k, v in run.phases_s.items()}
+    run.shares["other"] = max(0.0, 1 - sum(known.values()) / median["seconds"]) if len(known) == 3 else None
     denoiser = run.phases_s.get("denoiser")
     if denoiser is not None and run.steps:
-        projected = run.seconds + denoiser * (run.recipe_steps / run.steps - 1)
-        run.projected_candidates_per_s = run.n / projected
+        run.projected_candidates_per_s = run.n / (run.seconds + denoiser * (run.recipe_steps / run.steps - 1))
     run.chosen, run.score = outcome.chosen, outcome.score
-    return outcome
 
 
 # -- the three methods ----------------------------------------------------------------------------------------------
@@ -662,10 +672,10 @@ def candidate_noise(built: Built, n: int, seed: int) -> torch.Tensor:
 
 
 def _sampler(built: Built, steps: int, micro_batch_size: int | None):
+    """The recipe's sampler (FLUX-dev's is unguided: its guidance is the backbone's ``guidance`` input)."""
     from lightning_search.sampling import Sampler
 
-    guidance = 1.0 if built.family.name == "flux" else built.recipe.guidance_scale
-    return Sampler("scheduler", steps=steps, guidance_scale=guidance,
+    return Sampler("scheduler", steps=steps, guidance_scale=built.recipe.guidance_scale,
                    micro_batch_size=micro_batch_size or built.recipe.micro_batch_size)  # fmt: skip
 
 
@@ -718,6 +728,15 @@ def batched_call(built: Built, verifier, noise: torch.Tensor, steps: int) -> Out
     return Outcome(i, float(scores[i]), images[i].float().cpu(), scores.float().cpu().tolist())
 
 
+def with_vae_slicing(built: Built, fn: Callable[[], Outcome]) -> Outcome:
+    """``fn`` with the pipeline's VAE decoding one image at a time (``AutoencoderKL.enable_slicing``)."""
+    built.pipe.vae.enable_slicing()
+    try:
+        return fn()
+    finally:
+        built.pipe.vae.disable_slicing()
+
+
 def framework(built: Built, verifier, n: int, steps: int, micro_batch_size: int | None, seed: int,
               decode_batch_size: int | None = None, verifier_batch_size: int | None = None) -> Outcome:  # fmt: skip
     """(c) lightning-search random search, configured as ``predict`` configures it (``DiffusionModule.predict_step``)."""
@@ -756,15 +775,14 @@ class Budget:
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
 
-    def fits(self, family: str, candidates: int, fixed: float = 0.0) -> bool:
-        if self.seconds is None:
-            return True
-        cost = fixed + candidates * self.per_candidate.get(family, 0.0)
-        return self.elapsed + cost <= self.seconds
+    def fits(self, family: str, candidates: int) -> bool:
+        """Would ``candidates`` more candidates of ``family`` end within the budget (at its slowest rate so far)?"""
+        return self.seconds is None or self.elapsed + candidates * self.per_candidate.get(family, 0.0) <= self.seconds
 
     def learn(self, run: Run) -> None:
-        if run.seconds is not None and run.kind in ("main", "sweep"):
-            per = run.seconds / run.n
+        """The family's slowest seconds per candidate so far, from the run's last round."""
+        if run.rounds and run.kind in ("main", "sweep"):
+            per = run.rounds[-1]["seconds"] / run.n
             self.per_candidate[run.family] = max(self.per_candidate.get(run.family, 0.0), per)
 
 
@@ -795,7 +813,6 @@ class Bench:
 
     def record(self, run: Run) -> None:
         self.results["runs"].append(asdict(run))
-        self.budget.learn(run)
         self.log(row(run))
         self.write()
 
@@ -836,14 +853,21 @@ class Bench:
         verifier = verifier or self.verifier
         return lambda: Phases(self.device, built.denoiser, built.pipe.vae, verifier, time_denoiser)
 
-    def timed(self, run: Run, built: Built, fn: Callable[[], Outcome], extra_candidates: int = 0, **kw: Any):
-        """Measure ``fn`` into ``run`` unless the budget says it does not fit; record it either way."""
-        if not self.budget.fits(run.family, run.n * self.args.repeats + extra_candidates):
+    def timed(self, run: Run, built: Built, fn: Callable[[], Outcome], phases: Callable[[], Phases] | None = None,
+              rounds: int | None = None) -> Outcome | None:  # fmt: skip
+        """``rounds`` measurements of ``fn`` into ``run`` unless the budget says they do not fit; recorded either way."""
+        rounds = rounds or self.args.repeats
+        if not self.budget.fits(run.family, run.n * rounds):
             run.status, run.error = "skipped", "time budget"
             self.record(run)
             return None
-        outcome = measure(run, fn, self.device, kw.pop("phases", None) or self.phases(built), kw.pop("repeats", None)
-                          or self.args.repeats)  # fmt: skip
+        outcome = None
+        for _ in range(rounds):
+            outcome = measure_once(run, fn, self.device, phases or self.phases(built))
+            self.budget.learn(run)
+            if run.status != "ok":
+                break
+        summarize(run, outcome)
         self.record(run)
         return outcome
 
@@ -912,27 +936,44 @@ class Bench:
                 self.compare(built, n, self.steps_for(family))
 
     def compare(self, built: Built, n: int, steps: int) -> None:
-        """(b), (c), (a) for N candidates ((b) first: its rate sizes the budget's estimates of the others)."""
-        noise, seed, outcomes = candidate_noise(built, n, self.args.seed), self.args.seed, {}
+        """(b), (c), (a) for N candidates, interleaved round by round when repeated (a drifting machine then weighs
+        on all three alike); (b) first, its rate sizes the budget's estimates of the others."""
+        noise, seed = candidate_noise(built, n, self.args.seed), self.args.seed
         batched = partial(batched_call, built, self.verifier, noise, steps)
-        run = self.new_run(built, "b", "main", n, steps, decode_batch_size=n, verifier_batch_size=n)
-        outcomes["b"] = self.timed(run, built, batched)
-        if run.status == "oom":  # what a user does next: decode one image at a time
-            run = self.new_run(
-                built, "b", "main", n, steps, decode_batch_size=1, verifier_batch_size=n, vae_slicing=True
-            )
-            built.pipe.vae.enable_slicing()
-            try:
-                outcomes["b"] = self.timed(run, built, batched)
-            finally:
-                built.pipe.vae.disable_slicing()
-        run = self.search_run(built, "main", n, steps, built.recipe.micro_batch_size)
-        outcomes["c"] = self.timed(run, built, partial(framework, built, self.verifier, n, steps, None, seed))
-        run = self.new_run(
-            built, "a", "main", n, steps, candidates_per_call=1, decode_batch_size=1, verifier_batch_size=1
-        )
-        outcomes["a"] = self.timed(run, built, partial(per_candidate_loop, built, self.verifier, noise, steps))
-        self.results["parity"].append(parity(built.family.name, n, outcomes))
+        methods: dict[str, tuple[Run, Callable[[], Outcome]]] = {
+            "b": (self.new_run(built, "b", "main", n, steps, decode_batch_size=n, verifier_batch_size=n), batched),
+            "c": (self.search_run(built, "main", n, steps, built.recipe.micro_batch_size),
+                  partial(framework, built, self.verifier, n, steps, None, seed)),
+            "a": (self.new_run(built, "a", "main", n, steps, candidates_per_call=1, decode_batch_size=1,
+                               verifier_batch_size=1), partial(per_candidate_loop, built, self.verifier, noise, steps)),
+        }  # fmt: skip
+        outcomes: dict[str, Outcome | None] = dict.fromkeys(methods)
+        stopped: set[str] = set()
+        for _ in range(self.args.repeats):
+            for method, (run, fn) in list(methods.items()):
+                if run.status != "ok" or method in stopped:
+                    continue
+                if not self.budget.fits(run.family, n):
+                    stopped.add(method)  # the rounds measured so far stand; none at all: skipped
+                    run.status, run.error = ("ok", None) if run.rounds else ("skipped", "time budget")
+                    run.extra["rounds_cut"] = "time budget"
+                    continue
+                outcomes[method] = measure_once(run, fn, self.device, self.phases(built)) or outcomes[method]
+                self.budget.learn(run)
+                if method == "b" and run.status == "oom" and not run.vae_slicing:
+                    # what a user does next: decode one image at a time
+                    summarize(run, None)
+                    self.record(run)
+                    run = self.new_run(built, "b", "main", n, steps, decode_batch_size=1, verifier_batch_size=n,
+                                       vae_slicing=True)  # fmt: skip
+                    fn = partial(with_vae_slicing, built, batched)
+                    methods["b"] = (run, fn)
+                    outcomes["b"] = measure_once(run, fn, self.device, self.phases(built))
+                    self.budget.learn(run)
+        for method, (run, _) in methods.items():
+            summarize(run, outcomes[method])
+            self.record(run)
+        self.results["parity"].append(parity(built.family.name, n, outcomes, {k: r for k, (r, _) in methods.items()}))
         self.log(parity_row(self.results["parity"][-1]))
         self.write()
 
@@ -968,7 +1009,7 @@ class Bench:
                 check["search_verifier"] = type(search_verifier).__name__
                 fn = partial(framework, built, search_verifier, n, 1, settings.micro_batch_size, self.args.seed,
                              settings.decode_batch_size, settings.verifier_batch_size)  # fmt: skip
-                measure(run, fn, self.device, self.phases(built, search_verifier), 1)
+                summarize(run, measure_once(run, fn, self.device, self.phases(built, search_verifier)))
             except Exception as err:
                 run.status, run.error = "error", f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"
             finally:
@@ -1028,40 +1069,46 @@ class Bench:
                 self.compiled_run(built, n, steps)
 
     def compiled_run(self, built: Built, n: int, steps: int) -> None:
+        """(c) at N with the denoiser compiled; the first call (one step, the measured shapes) is the compile time."""
         seed = self.args.seed
         run = self.search_run(built, "compile", n, steps, built.recipe.micro_batch_size, compiled=True)
-        if not self.budget.fits(built.family.name, 2 * n * self.args.repeats) or (
+        reserve = (
             self.budget.seconds is not None and self.budget.elapsed + self.args.compile_reserve_s > self.budget.seconds
-        ):
+        )
+        if reserve or not self.budget.fits(built.family.name, 2 * n * self.args.repeats):
             run.status, run.error = "skipped", "time budget"
             self.record(run)
             return
         try:
             how = compile_denoiser(built.denoiser, self.args.compile_backend)
             start = time.perf_counter()
-            with torch.no_grad():  # compiles for the measured shapes: the same N and micro-batch
+            with torch.no_grad():
                 framework(built, self.verifier, n, 1, None, seed)
             sync(self.device)
             run.extra.update(compile=how, compile_s=time.perf_counter() - start, backend=self.args.compile_backend)
+            # a compiled module would trace the timing hooks: the denoiser's share is what decode and verifier leave
+            self.timed(run, built, partial(framework, built, self.verifier, n, steps, None, seed),
+                       phases=self.phases(built, time_denoiser=False))  # fmt: skip
         except Exception as err:
             run.status, run.error = "error", f"compile: {type(err).__name__}: {str(err).splitlines()[0][:300]}"
             self.record(run)
-            return
-        # a compiled module would trace the timing hooks: the denoiser's share is what decode and verifier leave
-        self.timed(run, built, lambda: framework(built, self.verifier, n, steps, None, seed),
-                   phases=self.phases(built, time_denoiser=False))  # fmt: skip
+        finally:
+            torch._dynamo.reset()  # its caches hold the compiled blocks, and so the family's weights
 
     def run(self) -> dict[str, Any]:
         families = [FAMILIES[name] for name in self.args.families]
         self.log(f"# {self.results['meta']['device']} | torch {torch.__version__} | "
                  f"{'tiny twins' if self.args.tiny else 'real sizes, random weights'} | budget {self.args.budget_s} s")  # fmt: skip
         self.log(HEADER)
-        for family in families:
-            self.main_pass(family)
-        if self.args.memory_check and "flux" in self.args.families:
-            self.memory_pass()
-        for family in families:
-            self.extras_pass(family)
+        try:
+            for family in families:
+                self.main_pass(family)
+            if self.args.memory_check and "flux" in self.args.families:
+                self.memory_pass()
+            for family in families:
+                self.extras_pass(family)
+        finally:
+            shutil.rmtree(self.folder, ignore_errors=True)
         self.write()
         self.log("")
         for target in self.results["targets"]:
@@ -1085,8 +1132,9 @@ def count(module: torch.nn.Module) -> int:
 
 
 # -- comparing and reporting ----------------------------------------------------------------------------------------
-def parity(family: str, n: int, outcomes: dict[str, Outcome | None]) -> dict[str, Any]:
-    """Do (a), (b), (c) choose the same candidate and make the same image? Scores of (a) against (b) over all N."""
+def parity(family: str, n: int, outcomes: dict[str, Outcome | None], runs: dict[str, Run] | None = None) -> dict:
+    """Do (a), (b), (c) choose the same candidate and make the same image? Scores of (a) against (b) over all N;
+    with repeated rounds, the median of the rounds' own (c)/(b) and (c)/(a) throughput ratios."""
     done = {k: v for k, v in outcomes.items() if v is not None}
     out: dict[str, Any] = {"family": family, "n": n, "chosen": {k: v.chosen for k, v in done.items()}}
     if "a" in done and "b" in done and done["a"].scores and done["b"].scores:
@@ -1095,6 +1143,11 @@ def parity(family: str, n: int, outcomes: dict[str, Outcome | None]) -> dict[str
         if x in done and y in done:
             out[f"max_image_diff_{x}_{y}"] = float((done[x].image - done[y].image).abs().nan_to_num(0.0).max())
     out["same_choice"] = len(set(out["chosen"].values())) == 1 if len(done) > 1 else None
+    rounds = {k: [r["seconds"] for r in run.rounds] for k, run in (runs or {}).items() if run.status == "ok"}
+    for other in ("b", "a"):
+        if len(rounds.get("c", [])) > 1 and len(rounds.get(other, [])) > 1:
+            pairs = [o / c for o, c in zip(rounds[other], rounds["c"])]
+            out[f"paired_c_over_{other}"] = statistics.median(pairs)
     return out
 
 
@@ -1196,9 +1249,15 @@ def markdown(results: dict) -> str:
                  f"{meta['transformers']}, open_clip {meta['open_clip']}, Python {meta['python']}; "
                  f"{meta['started']}, {results.get('elapsed_s', 0):.0f} s in all.")  # fmt: skip
     lines.append("")
-    lines.append("Real-size architectures with random weights, pre-encoded random text embeddings of the real shapes, "
-                 "the aesthetic predictor's architecture (CLIP ViT-L/14 + head, float32) as the verifier. Steps are cut "
-                 "for time: *proj.* scales the measured denoiser time to the recipe's steps.")  # fmt: skip
+    if meta.get("tiny"):
+        lines.append('The tiny twins (`pretrained="tiny"`, 32 px, float32) on the CPU: the code path of the GPU run.')
+    else:
+        lines.append(
+            "Real-size architectures with random weights, pre-encoded random text embeddings of the real shapes, the "
+            "aesthetic predictor's architecture (CLIP ViT-L/14 + head, float32) as the verifier. (a) one pipeline call "
+            "per candidate, (b) one pipeline call for all N, (c) lightning-search random search. Steps are cut for "
+            "time: *proj.* scales the measured denoiser time to the recipe's steps."
+        )
     lines += ["", "| family | px, dtype | steps (recipe) | NFE/cand. (recipe) | micro-batch, decode, verifier batch |",
               "|---|---|---|---|---|"]  # fmt: skip
     for name, s in settings.items():
@@ -1265,6 +1324,7 @@ def environment(args: argparse.Namespace) -> dict[str, Any]:
     props = torch.cuda.get_device_properties(args.device) if cuda else None
     return {
         "argv": " ".join(args.argv),
+        "tiny": args.tiny,
         "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "device": torch.cuda.get_device_name(args.device)
         if cuda

@@ -180,3 +180,17 @@ def test_real_sizes_fit_together_on_the_meta_device():
     # FLUX recipe header: T5-XXL 9.5 GB + CLIP-L (0.25) in bf16, + 4.7 GB of verifiers in fp32 of which the
     # aesthetic predictor (ViT-L/14 vision tower, 1.2 GB) is the one the benchmark loads
     assert found["flux"]["unloaded_weights_gb"] == pytest.approx(9.5 + 0.25 + 4.7 - 1.2, rel=0.05)
+
+
+def test_repeated_rounds_are_compared_pair_by_pair():
+    """Interleaved rounds: the median of each round's own (b)/(c) time ratio, not the ratio of medians."""
+
+    def run(method, seconds):
+        r = gpu.Run("sd", method, "main", n=2, steps=1, recipe_steps=4, nfe_per_candidate=2, recipe_nfe_per_candidate=8)
+        r.rounds = [{"seconds": s} for s in seconds]
+        return r
+
+    runs = {"b": run("b", [1.0, 3.0, 1.0]), "c": run("c", [1.0, 1.0, 2.0]), "a": run("a", [4.0, 4.0, 4.0])}
+    p = gpu.parity("sd", 2, dict.fromkeys(runs), runs)
+    assert p["paired_c_over_b"] == 1.0  # pairs 1, 3, 0.5 (the medians' ratio would be 1 / 1 too, the means' 5/4)
+    assert p["paired_c_over_a"] == 4.0  # pairs 4, 4, 2
