@@ -873,6 +873,8 @@ class Bench:
 
     # -- building -----------------------------------------------------------------------------------------------
     def build(self, family: Family) -> Built | None:
+        """The family's pipeline and backbone (its settings recorded the first time), or None if it fails."""
+        free(self.device, collect=True)  # the previous family's weights, released with its pass's frame
         recipe = Recipe.read(REPO / family.recipe)
         start = time.perf_counter()
         try:
@@ -1258,17 +1260,18 @@ def markdown(results: dict) -> str:
             "per candidate, (b) one pipeline call for all N, (c) lightning-search random search. Steps are cut for "
             "time: *proj.* scales the measured denoiser time to the recipe's steps."
         )
-    lines += ["", "| family | px, dtype | steps (recipe) | NFE/cand. (recipe) | micro-batch, decode, verifier batch |",
-              "|---|---|---|---|---|"]  # fmt: skip
+    lines += ["", "| family | px, dtype | steps (recipe) | NFE/cand. (recipe) | micro-batch, decode, verifier batch | "
+              "not loaded (text encoders, other verifiers) |", "|---|---|---|---|---|---|"]  # fmt: skip
     for name, s in settings.items():
-        if "error" in s:
-            lines.append(f"| {name} | could not build: {s['error']} | | | |")
+        if "label" not in s:
+            lines.append(f"| {name} | could not build: {s['error']} | | | | |")
             continue
         nfe = 2 if s["cfg"] else 1
-        lines.append(f"| {s['label']} | {s['height']}, {s['dtype']} | {s['steps']} ({s['recipe_steps']}) | "
-                     f"{s['steps'] * nfe} ({s['recipe_steps'] * nfe}) | {s['micro_batch_size']}, "
-                     f"{s['decode_batch_size']}, {s['verifier_batch_size']} |")  # fmt: skip
-    lines += ["", "| family | N | method | s | cand./s | proj. cand./s | peak GB | denoiser / decode / verifier | (c)/(b) | (c)/(a) |",
+        lines.append(f"| {s['label']}{' (' + s['error'] + ')' if 'error' in s else ''} | {s['height']}, {s['dtype']} | "
+                     f"{s['steps']} ({s['recipe_steps']}) | {s['steps'] * nfe} ({s['recipe_steps'] * nfe}) | "
+                     f"{s['micro_batch_size']}, {s['decode_batch_size']}, {s['verifier_batch_size']} | "
+                     f"{_fmt(s.get('unloaded_weights_gb'), '.1f')} GB |")  # fmt: skip
+    lines += ["", "| family | N | method | s | cand./s | proj. cand./s | peak GB (resident) | denoiser / decode / verifier | (c)/(b) | (c)/(a) |",
               "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     names = {"a": "(a) pipe per candidate", "b": "(b) one batched pipe call", "c": "(c) lightning-search"}
     for r in results["runs"]:
@@ -1281,7 +1284,8 @@ def markdown(results: dict) -> str:
         status = "" if r["status"] == "ok" else f" **{r['status']}**"
         lines.append(f"| {r['family']} | {r['n']} | {names[r['method']]}{' (VAE slicing)' if r['vae_slicing'] else ''}"
                      f"{status} | {_fmt(r['seconds'], '.2f')} | {_fmt(r['candidates_per_s'], '.2f')} | "
-                     f"{_fmt(r['projected_candidates_per_s'], '.3f')} | {_fmt(r['peak_gb'], '.1f')} | {share} | "
+                     f"{_fmt(r['projected_candidates_per_s'], '.3f')} | {_fmt(r['peak_gb'], '.1f')} "
+                     f"({_fmt(r['resident_gb'], '.1f')}) | {share} | "
                      f"{_fmt(cb, '.3f')} | {_fmt(ca, '.2f')} |")  # fmt: skip
     sweep = [r for r in results["runs"] if r["kind"] in ("sweep", "compile")]
     if sweep:
@@ -1306,9 +1310,16 @@ def markdown(results: dict) -> str:
                   f"{_fmt(check.get('estimate_gb'), '.1f')} GB){'; ' + r['status'] if r['status'] != 'ok' else ''}."]  # fmt: skip
     parities = results.get("parity", [])
     if parities:
+
+        def paired(p: dict) -> str:
+            found = [
+                f"{k.removeprefix('paired_').replace('_over_', '/')} {p[k]:.3f}" for k in p if k.startswith("paired")
+            ]
+            return f", paired round ratios {', '.join(found)}" if found else ""
+
         lines += ["", "Same noises, same samples: " + "; ".join(
             f"{p['family']} N={p['n']} chosen {p['chosen']}, max image diff (c)-(b) "
-            f"{_fmt(p.get('max_image_diff_c_b'), '.1e')}" for p in parities) + "."]  # fmt: skip
+            f"{_fmt(p.get('max_image_diff_c_b'), '.1e')}{paired(p)}" for p in parities) + "."]  # fmt: skip
     if results.get("targets"):
         lines += ["", "| target | result | |", "|---|---|---|"]
         lines += [f"| {t['name']} | **{t['status']}** | {t['detail']} |" for t in results["targets"]]
