@@ -9,7 +9,7 @@ RUN := $(BIN)/lightning-search
 export HF_HUB_OFFLINE ?= 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo demo-dpo test lint format install clean fit-digits bench
+.PHONY: demo demo-dpo test lint format install clean fit-digits bench bench-gpu
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -65,6 +65,12 @@ test: lint
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
+
+# The GPU benchmark (BENCHMARKS.md): real-size FLUX.1-dev, SDXL, SD3.5-M, PixArt-Sigma with random weights on a CUDA
+# device, ~8 minutes on an H100 / H200. BENCH_GPU_ARGS=--tiny runs the same code path on the tiny twins on a CPU;
+# BENCH_GPU_ARGS=--preflight checks the real sizes on the meta device (CPU, no GPU time).
+bench-gpu: $(STAMP)
+	$(BIN)/python benchmarks/gpu.py $(BENCH_GPU_ARGS)
 
 clean:
 	rm -rf runs lightning_logs .pytest_cache .ruff_cache
