@@ -86,6 +86,19 @@ def test_candidate_sharding_ranks_an_ensemble_over_all_candidates(tmp_path, digi
     assert len({r["chosen"]["candidate"] for r in one}) > 1  # the ensemble's choice is not trivial
 
 
+def test_two_process_grpo_fit_through_the_cli(tmp_path, digits_setup):
+    """GRPO under DDP on 2 CPU processes: groups per rank, reward std all-gathered (std: global), the
+    adapter written once."""
+    recipe = patched_recipe("digits/grpo.yaml", tmp_path, digits_setup)
+    main(["fit", "--config", str(recipe), *TWO, "--trainer.max_steps=4", "--data.init_args.batch_size=4",
+          "--model.init_args.objective.init_args.std=global", "--trainer.enable_progress_bar=false",
+          "--trainer.log_every_n_steps=1"])  # fmt: skip
+    adapter = tmp_path / "runs/digits/grpo/adapter/pytorch_lora_weights.safetensors"
+    assert adapter.is_file()
+    logged = (tmp_path / "runs/digits/grpo/logs").rglob("metrics.csv")
+    assert any("train/reward" in path.read_text() for path in logged)
+
+
 def _cli(*args, cwd):
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     return [sys.executable, "-m", "lightning_search.cli", *args], env
