@@ -64,3 +64,10 @@ class ConditionDataModule(LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self.predict_dataset().exclude(self.exclude_ids).loader(self.predict_batch_size)
+
+    def train_dataloader(self) -> DataLoader:
+        """The same conditions, shuffled, for objectives that train on conditions alone (GRPO's rollouts);
+        Lightning adds the distributed sampler under DDP."""
+        batch = getattr(self, "train_batch_size", None) or self.predict_batch_size
+        return DataLoader(self.predict_dataset(), batch_size=batch, shuffle=True, drop_last=True,
+                          collate_fn=collate_conditions)  # fmt: skip
