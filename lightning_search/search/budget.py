@@ -76,56 +76,51 @@ class BudgetForcingSearch(SearchAlgorithm):
         cond = ctx.encode(conditions)
         seeds = ctx.seeds(sample_ids, 0, 1)
         x = ctx.noise(seeds)[:, 0]
-        current = torch.full((b,), float("-inf"))
+        device = x.device
+        current = torch.full((b,), float("-inf"), dtype=torch.float64)  # the state's score (CPU, like the rest)
         spent = torch.zeros(b, dtype=torch.long)
         calls = torch.zeros(b, dtype=torch.long)
-        carry = torch.zeros(b)
+        carry = torch.zeros(b, dtype=torch.float64)
         trace: list[list[float]] = [[] for _ in range(b)]
-        rounds_total = 0
         for w, (t_start, t_end, cost) in enumerate(windows, start=1):
             share = carry + self.budget / len(windows)
-            # windows still to come must keep one round each: never spend their minimum here
-            reserve = sum(m * c for *_, c in windows[w:])
-            best_x, best_score = x.clone(), torch.full((b,), float("-inf"))
+            reserve = sum(m * c for *_, c in windows[w:])  # the windows to come keep one round each
+            best_x, best = x.clone(), torch.full((b,), float("-inf"), dtype=torch.float64)
             used = torch.zeros(b, dtype=torch.long)
             active = torch.ones(b, dtype=torch.bool)
             r = 0
             while active.any():
                 idx = active.nonzero().flatten()
-                child_seeds = [
-                    [noise_seed(ctx.seed, int(sample_ids[i]), w, r * m + j) for j in range(m)] for i in idx.tolist()
-                ]
-                sub = cond_index(cond, idx.to(x.device))
-                out = ctx.integrate(x[idx.to(x.device)][:, None].expand(-1, m, *x.shape[1:]), sub, child_seeds,
-                                    t_start=t_start, t_end=t_end)  # fmt: skip
-                scores, _ = ctx.score_states(out.x, t_end, sub, [conditions[i] for i in idx.tolist()])
+                rows = idx.tolist()
+                child_seeds = [[noise_seed(ctx.seed, int(sample_ids[i]), w, r * m + j) for j in range(m)] for i in rows]
+                sub = cond_index(cond, idx.to(device))
+                parents = x[idx.to(device)][:, None].expand(-1, m, *x.shape[1:])
+                out = ctx.integrate(parents, sub, child_seeds, t_start=t_start, t_end=t_end)
+                scores, _ = ctx.score_states(out.x, t_end, sub, [conditions[i] for i in rows])
                 top = scores.argmax(dim=1)
                 top_score = gather_rows(scores, top).cpu().double()
-                chosen = gather_rows(out.x, top)
-                better = top_score > best_score[idx].double()
-                best_score[idx] = torch.where(better, top_score.float(), best_score[idx])
-                best_x[idx.to(x.device)] = torch.where(
-                    better.to(x.device).view(-1, *[1] * (x.dim() - 1)), chosen, best_x[idx.to(x.device)]
-                )
+                better = top_score > best[idx]
+                best[idx] = torch.where(better, top_score, best[idx])
+                keep = better.to(device).view(-1, *[1] * (x.dim() - 1))
+                best_x[idx.to(device)] = torch.where(keep, gather_rows(out.x, top), best_x[idx.to(device)])
                 used[idx] += m * cost
                 calls[idx] += m
-                improved = top_score > current[idx].double()
-                left = share[idx] - used[idx]
-                room = (spent[idx] + used[idx] + m * cost + reserve <= self.budget) & (left >= m * cost)
+                improved = top_score > current[idx]  # an improving round ends the window
+                room = (spent[idx] + used[idx] + m * cost + reserve <= self.budget) & (
+                    share[idx] - used[idx] >= m * cost
+                )
                 active[idx] = ~improved & room
                 r += 1
-            rounds_total += r
-            x = best_x
+            x, current = best_x, best
             spent += used
             carry = share - used
-            current = best_score
             for i in range(b):
                 trace[i].append(float(current[i]))
         images = ctx.decode(x[:, None])[:, 0]
         return SearchResult(
             x0=x,
             images=images,
-            score=current,
+            score=current.float(),
             nfe=spent,
             verifier_calls=calls,
             chosen=[{"round": 0, "candidate": 0, "seed": s[0]} for s in seeds],
