@@ -9,7 +9,7 @@ RUN := $(BIN)/lightning-search
 export HF_HUB_OFFLINE ?= 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo demo-dpo test lint format install clean fit-digits bench
+.PHONY: demo demo-dpo test lint format install clean fit-digits bench bench-gpu
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,9 +38,12 @@ runs/digits/pairs/metrics.json: recipes/digits/pairs.yaml runs/digits/verifier/c
 runs/digits/dpo/adapter/pytorch_lora_weights.safetensors: recipes/digits/dpo.yaml runs/digits/pairs/metrics.json
 	rm -rf runs/digits/dpo/adapter runs/digits/dpo/*.ckpt  # an adapter or resume checkpoint of older pairs
 	OMP_NUM_THREADS=1 $(RUN) fit --config recipes/digits/dpo.yaml
-demo-dpo: fit-digits runs/digits/dpo/adapter/pytorch_lora_weights.safetensors
+# GRPO with LoRA: online RL with the verifier classifier as the reward (the same verifier DPO's pairs and search use)
+runs/digits/grpo/adapter/pytorch_lora_weights.safetensors: recipes/digits/grpo.yaml runs/digits/verifier/classifier.ckpt runs/digits/generator/generator.ckpt
+	OMP_NUM_THREADS=1 $(RUN) fit --config recipes/digits/grpo.yaml
+demo-dpo: fit-digits runs/digits/dpo/adapter/pytorch_lora_weights.safetensors runs/digits/grpo/adapter/pytorch_lora_weights.safetensors
 	OMP_NUM_THREADS=1 $(RUN) compare --config recipes/digits/dpo_compare.yaml --force true
-	@echo "demo-dpo outputs: runs/digits/dpo/compare/{report.md,report.html,bars.png,grid.png}, runs/digits/dpo/adapter/"
+	@echo "demo-dpo outputs: runs/digits/dpo/compare/{report.md,report.html,bars.png,grid.png}, runs/digits/{dpo,grpo}/adapter/"
 
 # Samples and sweep points are recomputed on every demo (a retrained generator must not meet old points);
 # the models are retrained only when their recipe changed.
@@ -65,6 +68,12 @@ test: lint
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
+
+# The GPU benchmark (BENCHMARKS.md): real-size FLUX.1-dev, SDXL, SD3.5-M, PixArt-Sigma with random weights on a CUDA
+# device, ~8 minutes on an H100 / H200. BENCH_GPU_ARGS=--tiny runs the same code path on the tiny twins on a CPU;
+# BENCH_GPU_ARGS=--preflight checks the real sizes on the meta device (CPU, no GPU time).
+bench-gpu: $(STAMP)
+	$(BIN)/python benchmarks/gpu.py $(BENCH_GPU_ARGS)
 
 clean:
 	rm -rf runs lightning_logs .pytest_cache .ruff_cache

@@ -63,6 +63,15 @@ class GridSpec:
 
 
 @dataclass
+class EfficiencySpec:
+    """The reward-per-NFE table of a sweep's report (``reporting.efficiency``): NFEs each group needs to reach
+    the ``reference`` group's verifier score at each of ``candidates`` N."""
+
+    reference: str
+    candidates: list[int] = field(default_factory=lambda: [8, 16, 32])
+
+
+@dataclass
 class SweepSpec:
     """A sweep config (``lightning-search sweep --config``).
 
@@ -75,6 +84,7 @@ class SweepSpec:
         diagnostics: verifier-hacking thresholds and baseline (``reporting.diagnostics.HackingThresholds``).
         findings: a named set of checks of the paper's findings to add to the report (``digits``, for
             ``recipes/digits/sweep.yaml``'s points; none by default: they know that sweep's groups).
+        efficiency: the reward-per-NFE table (none by default).
     """
 
     predict_config: str
@@ -84,6 +94,7 @@ class SweepSpec:
     grid: GridSpec | None = None
     diagnostics: HackingThresholds | None = None
     findings: str | None = None
+    efficiency: EfficiencySpec | None = None
 
 
 @dataclass
@@ -94,6 +105,7 @@ class CompareSpec:
     output_dir: str
     runs: list[RunSpec]
     title: str = "Comparison"
+    diagnostics: HackingThresholds | None = None  # hacking diagnostics of every run, fine-tunes too
 
 
 def load_spec(path: str | Path, kind: type, what: str):
@@ -193,7 +205,7 @@ def sweep(argv: list[str]) -> None:
         points.append(metrics)
     if spec.grid:
         write_side_by_side(out / "grid.png", [out / spec.grid.left, out / spec.grid.right])
-    write_report(out, scaling_rows(points), spec.title, spec.grid, spec.diagnostics, spec.findings)
+    write_report(out, scaling_rows(points), spec.title, spec.grid, spec.diagnostics, spec.findings, spec.efficiency)
 
 
 def write_side_by_side(path: Path, run_dirs: list[Path]) -> None:
@@ -217,9 +229,11 @@ def write_report(
     grid: GridSpec | None = None,
     diagnostics: HackingThresholds | None = None,
     findings: str | None = None,
+    efficiency: EfficiencySpec | None = None,
 ) -> None:
     """scaling.csv, scaling.png and report.md of a sweep folder; ``diagnostics``: the verifier-hacking
-    thresholds and baseline; ``findings``: the named checks of the paper's findings (none: no such section)."""
+    thresholds and baseline; ``findings``: the named checks of the paper's findings (none: no such section);
+    ``efficiency``: the reward-per-NFE table's reference group and candidate counts (``reporting.efficiency``)."""
     from lightning_search.reporting.diagnostics import diagnostics_markdown
     from lightning_search.reporting.findings import findings_markdown
 
@@ -233,6 +247,12 @@ def write_report(
     hacking = diagnostics_markdown(rows, diagnostics or HackingThresholds())
     if hacking:
         text += ["## Verifier-hacking diagnostics", "", hacking, ""]
+    if efficiency:
+        from lightning_search.reporting.efficiency import efficiency_markdown
+
+        table = efficiency_markdown(rows, efficiency.reference, efficiency.candidates)
+        if table:
+            text += ["## Reward per NFE", "", table, ""]
     if grid:
         text += [f"Same seeds, left: `{grid.left}`, right: `{grid.right}`", "", "![grid](grid.png)", ""]
     text += ["## All points", "", markdown_table(rows, REPORT_COLUMNS + score_columns)]
@@ -297,7 +317,10 @@ def compare(argv: list[str]) -> None:
                 run_point(spec.predict_config, folder, list(run.args))
             run_dirs.append(folder)
         title = title or spec.title
-    rows = write_comparison(out or Path("runs/compare"), run_dirs, names, title or "Comparison")
+    diagnostics = spec.diagnostics if cfg.config is not None else None
+    rows = write_comparison(
+        out or Path("runs/compare"), run_dirs, names, title or "Comparison", diagnostics=diagnostics
+    )
     shown = {
         r["name"]: {k: round(v, 3) for k, v in r.items() if k.startswith("score/") and v is not None} for r in rows
     }

@@ -239,6 +239,8 @@ class LightningSearchCLI(LightningCLI):
     def before_fit(self) -> None:
         self._check_ckpt_path()
         self.check_fit_resume()
+        if getattr(getattr(self.model, "objective", None), "online", False):
+            self.configure_model_search()  # GRPO's rewards are verifiers of the run
 
     def check_fit_resume(self) -> None:
         """Every FinalCheckpoint carries this fit's fingerprint; resuming from a checkpoint made by a fit with

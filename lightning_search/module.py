@@ -44,7 +44,9 @@ class DiffusionModule(LightningModule):
         backbone: the model family (``lightning_search.backbones``).
         objective: the training loss (default: denoising MSE in the backbone's parameterisation).
         sampler: solver, steps, guidance scale used by validation samples and predict.
-        optimizer: e.g. ``torch.optim.AdamW`` with its arguments (LightningCLI's ``--model.optimizer``).
+        optimizer: e.g. ``torch.optim.Adam`` with its arguments (LightningCLI's ``--model.optimizer``); None:
+            AdamW with its defaults. (Not AdamW as the signature's default: jsonargparse keeps a default class's
+            arguments when a config names another class, so ``Adam`` would silently get AdamW's weight decay.)
         lr_scheduler: optional, stepped every optimizer step.
         init_weights: a Lightning checkpoint (or ``.safetensors``) whose backbone weights are loaded before
             anything else: the starting point of a fine-tune, or the base model under ``lora_path``.
@@ -63,7 +65,7 @@ class DiffusionModule(LightningModule):
         backbone: Backbone,
         objective: Objective | None = None,
         sampler: Sampler | None = None,
-        optimizer: OptimizerCallable = torch.optim.AdamW,
+        optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
         init_weights: str | None = None,
         lora: LoraSettings | None = None,
@@ -83,7 +85,8 @@ class DiffusionModule(LightningModule):
         self.backbone = backbone
         self.objective = objective if objective is not None else DenoisingLoss()
         self.sampler = sampler if sampler is not None else Sampler()
-        self.optimizer, self.lr_scheduler = plain_callable(optimizer), plain_callable(lr_scheduler)
+        self.optimizer = plain_callable(optimizer) or torch.optim.AdamW
+        self.lr_scheduler = plain_callable(lr_scheduler)
         self.search_config = SearchConfig()
         self.pairs_config: PairsConfig | None = None  # set: predict makes AI-feedback pairs instead of searching
         # Frozen scorers live outside the module's state: they are not trained and not checkpointed.
@@ -100,6 +103,8 @@ class DiffusionModule(LightningModule):
         self.__dict__["_frozen_reference"] = (
             frozen_copy(backbone) if self.objective.needs_reference and not has_lora(backbone) else None
         )
+        # online objectives (GRPO) make rollouts and several optimizer steps per training step
+        self.automatic_optimization = not getattr(self.objective, "online", False)
 
     def reference(self) -> Backbone | AdapterDisabledReference | None:
         """The frozen reference model for the objective (None if it needs none)."""
@@ -155,10 +160,54 @@ class DiffusionModule(LightningModule):
 
     @override
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        if not self.automatic_optimization:
+            return self.online_step(batch)  # its rollouts are seeded by (seed, step, rank) themselves
         with seeded_step(self.seed, self.global_step, batch_idx, self.global_rank, self.device) as generator:
             loss, logs = self.objective(self.backbone, batch, self.reference(), generator)
         self.log_dict({f"train/{k}": v for k, v in logs.items()}, prog_bar=True, batch_size=len(batch["condition"]))
         return loss
+
+    def online_step(self, batch: dict) -> torch.Tensor:
+        """GRPO: rollouts of the batch's conditions with the stochastic sampler, rewards from the run's
+        verifiers, then ``objective.updates`` optimizer steps over the rollouts (manual optimization)."""
+        from lightning_search.objectives.grpo import RolloutContext
+
+        conditions = list(batch["condition"])
+        world = self.trainer.world_size if self._trainer is not None else 1
+        # a stable id per condition of this step: the rollouts' noises do not depend on anything else
+        ids = batch.get("sample_id")
+        if ids is None:
+            start = (self.global_step * world + self.global_rank) * len(conditions)
+            ids = range(start, start + len(conditions))
+        ctx = RolloutContext(
+            self.backbone, self.sampler, self.verifiers, self.reference(), self.search_config.seed,
+            self.global_step, self.global_rank, world, self.all_gather,
+        )  # fmt: skip
+        self.backbone.eval()  # rollouts and updates see the same network (no dropout), as they must for ratios
+        rollouts = self.objective.rollout(ctx, conditions, [int(i) for i in ids])
+        optimizer = self.optimizers()
+        sums: dict[str, float] = {}
+        last = torch.zeros(())
+        for rows in self.objective.minibatches(rollouts, ctx):
+            optimizer.zero_grad()
+            for k in rollouts.train_steps:
+                loss, logs = self.objective.step_loss(ctx, rollouts, rows, k)
+                self.manual_backward(loss / len(rollouts.train_steps))
+                for name, value in logs.items():
+                    sums[name] = sums.get(name, 0.0) + float(value)
+                last = loss.detach()
+            if self.objective.max_grad_norm:
+                self.clip_gradients(
+                    optimizer, gradient_clip_val=self.objective.max_grad_norm, gradient_clip_algorithm="norm"
+                )
+            optimizer.step()
+        scheduler = self.lr_schedulers()
+        if scheduler is not None:
+            scheduler.step()
+        count = max(1, len(rollouts.train_steps) * self.objective.updates)
+        logs = {**rollouts.logs, **{k: v / count for k, v in sums.items()}}
+        self.log_dict({f"train/{k}": float(v) for k, v in logs.items()}, prog_bar=True, batch_size=len(conditions))
+        return last
 
     @override
     def validation_step(self, batch: dict, batch_idx: int) -> None:

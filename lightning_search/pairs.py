@@ -51,7 +51,7 @@ def best_and_worst(
     score_w, score_l, seed_w, seed_l}, the winner first.
     """
     seeds = ctx.seeds(sample_ids, 0, samples_per_condition)
-    _, images, scores, _ = ctx.sample_and_score(ctx.noise(seeds), ctx.encode(conditions), conditions, None)
+    _, images, scores, _ = ctx.sample_and_score(ctx.noise(seeds), seeds, ctx.encode(conditions), conditions, None)
     best, worst = scores.argmax(dim=1), scores.argmin(dim=1)
     rows = []
     for i, (condition, sample_id) in enumerate(zip(conditions, sample_ids)):

@@ -32,7 +32,9 @@ def compared(tmp_path_factory, digits_setup):
     spec = yaml.safe_load((Path(__file__).parents[1] / "recipes/digits/dpo_compare.yaml").read_text())
     spec.update(predict_config=str(predict), output_dir=str(tmp / "out"))
     for run in spec["runs"]:
+        # the DPO and GRPO runs both load the test's adapter
         run["args"] = [a.replace("runs/digits/dpo/adapter", str(tmp / "adapter")) for a in run["args"]]
+        run["args"] = [a.replace("runs/digits/grpo/adapter", str(tmp / "adapter")) for a in run["args"]]
         run["args"] += ["--data.init_args.samples_per_class=2", "--data.init_args.classes=[3,7]"]
     (tmp / "compare.yaml").write_text(yaml.safe_dump(spec))
     from lightning_search.cli import main
@@ -44,12 +46,15 @@ def compared(tmp_path_factory, digits_setup):
 def test_compare_config_predicts_every_run_then_reports(compared):
     out, names = compared
     metrics = {n: json.loads((out / n / "metrics.json").read_text()) for n in names}
-    assert [metrics[n]["nfe"] for n in names] == [10, 10, 40, 40]  # the searched runs share one budget
+    assert [metrics[n]["nfe"] for n in names] == [10, 10, 40, 40, 10, 40]  # the searched runs share one budget
     base, dpo = read_records(out / "base"), read_records(out / "dpo")
     assert [r["seed"] for r in base] == [r["seed"] for r in dpo]  # same ids, same noises ...
     assert base[0]["scores"]["classifier"] != dpo[0]["scores"]["classifier"]  # ... another model
     report = (out / "report.md").read_text()
-    lines = {line.split("|")[1].strip(): line for line in report.splitlines() if line.startswith("| ")}
+    table, diagnostics = report.split("## Verifier-hacking diagnostics")
+    lines = {line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith("| ")}
+    # every run, fine-tunes without search too, set against the base model on the classifier it was steered by
+    assert all(f"| {name} | classifier |" in diagnostics for name in names[1:])
     header = [c.strip() for c in lines["name"].split("|")[1:-1]]
     for name in names:
         cells = dict(zip(header, [c.strip() for c in lines[name].split("|")[1:-1]]))

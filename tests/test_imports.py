@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "lightning_search"
 # floors, lowest first: a module may import its own layer and any floor below its own, nothing else
 FLOORS: list[tuple[str, ...]] = [
     ("errors",),  # the exceptions every layer raises
-    ("factories", "strategies", "fingerprint", "checkpoints"),  # the ground floor
+    ("factories", "strategies", "fingerprint", "checkpoints", "model_card"),  # the ground floor
     ("runs",),  # the run folder
     ("backbones",),
     ("sampling",),

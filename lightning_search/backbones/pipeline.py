@@ -52,15 +52,20 @@ def resolve_dtype(name: str | torch.dtype | None) -> torch.dtype | None:
     return lookup(DTYPES, "dtype", str(name).removeprefix("torch."))
 
 
-# Deterministic schedulers the scheduler sampler can start and stop anywhere (see sampling/scheduler.py).
-# Ancestral / SDE schedulers draw fresh noise inside ``step`` and would break seed-reproducible search.
+# The schedulers the scheduler sampler can start and stop anywhere (see sampling/scheduler.py), by the names
+# a backbone's ``scheduler:`` takes; the stochastic ones (ddpm, euler_ancestral, dpmsolver++_sde) get their
+# noise from per-row seeded generators.
 SCHEDULER_NAMES: dict[str, str] = {
     "ddim": "DDIMScheduler",
     "euler": "EulerDiscreteScheduler",
     "dpmsolver++": "DPMSolverMultistepScheduler",
     "unipc": "UniPCMultistepScheduler",
     "flow_match_euler": "FlowMatchEulerDiscreteScheduler",
+    "ddpm": "DDPMScheduler",
+    "euler_ancestral": "EulerAncestralDiscreteScheduler",
+    "dpmsolver++_sde": "DPMSolverMultistepScheduler",
 }
+ALGORITHM_TYPES = {"dpmsolver++": "dpmsolver++", "dpmsolver++_sde": "sde-dpmsolver++"}
 
 
 def make_scheduler(name: str, config: Any):
@@ -68,7 +73,7 @@ def make_scheduler(name: str, config: Any):
     import diffusers
 
     cls = getattr(diffusers, lookup(SCHEDULER_NAMES, "scheduler", name))
-    overrides = {"algorithm_type": "dpmsolver++"} if name == "dpmsolver++" else {}
+    overrides = {"algorithm_type": ALGORITHM_TYPES[name]} if name in ALGORITHM_TYPES else {}
     return cls.from_config(config, **overrides)
 
 

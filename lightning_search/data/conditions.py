@@ -9,6 +9,8 @@ import torch
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
+from lightning_search.data.resumable import ResumableTrainData
+
 
 def collate_conditions(rows: list[dict]) -> dict[str, Any]:
     """Keep conditions as a plain list (ints or prompts); ids as a tensor."""
@@ -47,7 +49,7 @@ class ConditionDataset(Dataset):
         return DataLoader(self, batch_size=batch_size, shuffle=False, collate_fn=collate_conditions)
 
 
-class ConditionDataModule(LightningDataModule):
+class ConditionDataModule(ResumableTrainData, LightningDataModule):
     """Base of DataModules that predict over conditions: subclasses implement :meth:`predict_dataset`.
 
     :meth:`skip_samples` is the resume step's half on the data side: sample ids already done in the run
@@ -59,6 +61,7 @@ class ConditionDataModule(LightningDataModule):
     def __init__(self) -> None:
         super().__init__()
         self._skipped: frozenset[int] = frozenset()
+        self.seed = int(torch.initial_seed())  # of the training order: the run's seed_everything
 
     def skip_samples(self, done: set[int]) -> None:
         """Leave these sample ids out of prediction (they are in the run folder already)."""
@@ -69,3 +72,11 @@ class ConditionDataModule(LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self.predict_dataset().exclude(set(self._skipped)).loader(self.predict_batch_size)
+
+    def train_dataloader(self) -> DataLoader:
+        """The same conditions, in a seeded order (``data/resumable.py``), for objectives that train on
+        conditions alone (GRPO's rollouts); Lightning adds the distributed sampler under DDP."""
+        batch = getattr(self, "train_batch_size", None) or self.predict_batch_size
+        return self.train_loader(
+            self.predict_dataset(), batch, self.seed, drop_last=True, collate_fn=collate_conditions
+        )

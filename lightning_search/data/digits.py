@@ -16,7 +16,6 @@ import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from lightning_search.data.conditions import ConditionDataModule, ConditionDataset
-from lightning_search.data.resumable import ResumableTrainData
 from lightning_search.errors import ConfigurationError
 
 Split = Literal["generator", "verifier", "evaluator"]
@@ -56,7 +55,7 @@ class _ImageLabelDataset(Dataset):
         return {"image": image, "condition": label}
 
 
-class DigitsDataModule(ResumableTrainData, ConditionDataModule):
+class DigitsDataModule(ConditionDataModule):
     """Digits for training (generator or a classifier) and class conditions for prediction.
 
     Args:
@@ -82,7 +81,8 @@ class DigitsDataModule(ResumableTrainData, ConditionDataModule):
         if split not in ("generator", "verifier", "evaluator"):
             raise ConfigurationError(f"unknown digits split {split!r}; valid: generator, verifier, evaluator")
         self.save_hyperparameters()
-        self.seed = int(torch.initial_seed() if seed is None else seed)
+        if seed is not None:
+            self.seed = int(seed)
         self.predict_batch_size = predict_batch_size
         self.classes = list(range(10)) if classes is None else list(classes)
 

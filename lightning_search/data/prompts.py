@@ -178,6 +178,7 @@ class PromptDataModule(ConditionDataModule):
         samples_per_prompt: samples (sample ids, noises) per prompt.
         split, revision: for hub data sets.
         predict_batch_size: conditions per predict step (search multiplies them by its candidates).
+        train_batch_size: conditions per training step of an online objective (GRPO; default: predict's).
 
     Conditions are the prompt strings, or dicts ``{"prompt": ..., <metadata>..., "negative_prompt": ...}``
     with metadata or a negative prompt; each batch also carries ``category`` when there is a category column.
@@ -197,6 +198,7 @@ class PromptDataModule(ConditionDataModule):
         split: str = "train",
         revision: str | None = None,
         predict_batch_size: int = 8,
+        train_batch_size: int | None = None,
     ) -> None:
         super().__init__()
         if samples_per_prompt < 1 or predict_batch_size < 1:
@@ -209,7 +211,7 @@ class PromptDataModule(ConditionDataModule):
         if negative_prompt is not None and negative_prompt_column is not None:
             raise ConfigurationError("pass negative_prompt or negative_prompt_column, not both")
         self.save_hyperparameters()
-        self.predict_batch_size = predict_batch_size
+        self.predict_batch_size, self.train_batch_size = predict_batch_size, train_batch_size
 
     def _columns(self) -> tuple[str, str | None, list[str]]:
         """The prompt column, category column and metadata columns, defaults resolved for the source."""

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning_search.errors import ConfigurationError
+from lightning_search.reporting.diagnostics import HackingThresholds
 from lightning_search.reporting.scaling import _fmt, markdown_table
 from lightning_search.runs import RunFolder, atomic_write_bytes, atomic_write_text, read_records
 
@@ -36,6 +37,7 @@ def read_run(run_dir: str | Path, name: str | None = None) -> dict[str, Any]:
         row[f"score/{verifier}"] = value
     row["search_score"] = metrics.get("search_score")
     row.update({key: metrics.get(key) for key, _, _ in METRICS})
+    row["pairwise_distance"] = metrics.get("pairwise_distance")  # diversity, for the hacking diagnostics
     return row
 
 
@@ -177,8 +179,12 @@ def write_comparison(
     per_condition: int = 8,
     max_conditions: int = 10,
     html_samples_per_condition: int = 2,
+    diagnostics: HackingThresholds | dict | None = None,
 ) -> list[dict[str, Any]]:
-    """Write ``report.md``, ``report.html``, ``bars.png`` and ``grid.png`` into ``out`` -> the table rows."""
+    """Write ``report.md``, ``report.html``, ``bars.png`` and ``grid.png`` into ``out`` -> the table rows.
+
+    ``diagnostics``: ``reporting.diagnostics.HackingThresholds`` fields (e.g. ``{baseline: base, verifier:
+    classifier}``): a verifier-hacking section for every run against the baseline, fine-tunes included."""
     out = Path(out)
     run_dirs = [Path(r) for r in run_dirs]
     names = list(names) if names else [r.name for r in run_dirs]
@@ -208,6 +214,13 @@ def write_comparison(
         "",
         "Images side by side, sample by sample: [report.html](report.html)",
     ]
+    if diagnostics:
+        from lightning_search.reporting.diagnostics import diagnostics_markdown
+
+        thresholds = diagnostics if isinstance(diagnostics, HackingThresholds) else HackingThresholds(**diagnostics)
+        section = diagnostics_markdown(rows, thresholds)
+        if section:
+            text += ["", "## Verifier-hacking diagnostics", "", section]
     atomic_write_text(out / "report.md", "\n".join(text) + "\n")
     page = [
         f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{html.escape(title)}</title>",

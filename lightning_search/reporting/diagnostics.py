@@ -28,6 +28,9 @@ class HackingThresholds:
         fid: largest tolerated relative rise of FID (0.25: 25 % above the baseline's).
         recall: largest tolerated drop of recall (absolute).
         pairwise_distance: largest tolerated relative drop of the mean pairwise feature distance.
+        verifier: the verifier every run was steered by (a fine-tune's reward, which is also the search
+            verifier of the runs that search): then runs without search are diagnosed too, fine-tuned models
+            against the base model (``compare``); None: each point's own search verifier (sweeps).
     """
 
     baseline: str | None = None
@@ -36,6 +39,7 @@ class HackingThresholds:
     fid: float = 0.25
     recall: float = 0.1
     pairwise_distance: float = 0.1
+    verifier: str | None = None
 
 
 @dataclass
@@ -72,18 +76,19 @@ def find_baseline(rows: list[Row], name: str | None = None) -> Row | None:
 def diagnose(rows: list[Row], thresholds: HackingThresholds | None = None) -> list[Diagnosis]:
     """A :class:`Diagnosis` for each searched row (algorithm other than ``none``), in the rows' order."""
     t = thresholds or HackingThresholds()
-    if not any(r.get("algorithm") not in (None, "none") for r in rows):
-        return ""  # nothing was searched: nothing to diagnose
+    if t.verifier is None and not any(r.get("algorithm") not in (None, "none") for r in rows):
+        return []  # nothing was searched: nothing to diagnose
     base = find_baseline(rows, t.baseline)
     if base is None:
         return []
     out = []
     for row in rows:
-        if row.get("algorithm") in (None, "none") or row is base:
+        if row is base or (t.verifier is None and row.get("algorithm") in (None, "none")):
             continue
-        verifier = row.get("verifier")
+        verifier = t.verifier or row.get("verifier")
         search_gain = None
-        own, base_own = _num(row, "search_score"), _num(base, f"score/{verifier}")
+        own = _num(row, f"score/{verifier}" if t.verifier else "search_score")
+        base_own = _num(base, f"score/{verifier}")
         if own is not None and base_own is not None:
             search_gain = own - base_own
         heldout, changes, falls = {}, {}, []
@@ -122,7 +127,7 @@ def _fmt(v: float | None, relative: bool = False) -> str:
 def diagnostics_markdown(rows: list[Row], thresholds: HackingThresholds | None = None) -> str:
     """The report's section: warning lines for flagged points, then a table of every searched point."""
     t = thresholds or HackingThresholds()
-    if not any(r.get("algorithm") not in (None, "none") for r in rows):
+    if t.verifier is None and not any(r.get("algorithm") not in (None, "none") for r in rows):
         return ""  # nothing was searched: nothing to diagnose
     base = find_baseline(rows, t.baseline)
     if base is None:

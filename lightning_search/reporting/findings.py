@@ -126,6 +126,39 @@ def beyond_paper_findings(rows: list[Row], rnd: list[Row]) -> list[tuple[str, bo
                 gain >= random_gain,
             )
         )
+    out += after_paper_findings(rows, rnd160)
+    return out
+
+
+def after_paper_findings(rows: list[Row], rnd160: Row | None) -> list[tuple[str, bool]]:
+    """The algorithms that followed the paper (issue 14), at ~160 NFE against random search N = 16."""
+    out: list[tuple[str, bool]] = []
+    if rnd160 is None:
+        return out
+
+    def described(r: Row) -> str:
+        return (f"verifier {r['search_score']:.2f} at {r['nfe']:.0f} NFE (IS {r['inception_score']:.2f}, "
+                f"FID {r['fid']:.2f}, recall {r['recall']:.3f})")  # fmt: skip
+
+    base = f"random N = 16 {described(rnd160)}"
+    sde = _nearest(_group(rows, "smc (SDE proposals) / classifier"), 160)
+    if sde:
+        out.append((f"SMC with SDE proposals at ~160 NFE: {described(sde)} vs {base} (verifier at least as high)",
+                    sde["search_score"] >= rnd160["search_score"]))  # fmt: skip
+    for group in ("beam / classifier", "budget forcing / classifier", "evolution / classifier"):
+        point = _nearest(_group(rows, group), 160)
+        if point:
+            name = group.split(" / ")[0]
+            out.append((f"{name.capitalize()} at ~160 NFE: {described(point)} vs {base} (verifier at least as high)",
+                        point["search_score"] >= rnd160["search_score"]))  # fmt: skip
+    pruned = [r for r in _group(rows, "pruning / classifier") if r["search_score"] >= rnd160["search_score"]]
+    if _group(rows, "pruning / classifier"):
+        cheapest = pruned[0] if pruned else None
+        share = cheapest["nfe"] / rnd160["nfe"] if cheapest else float("inf")
+        text = (f"{described(cheapest)}, {share:.0%} of random N = 16's NFEs" if cheapest
+                else "no pruning point reaches it")  # fmt: skip
+        out.append((f"Early pruning reaches random N = 16's verifier score ({rnd160['search_score']:.2f}) with at "
+                    f"most 60% of its NFEs: {text}", share <= 0.6))  # fmt: skip
     return out
 
 

@@ -18,8 +18,13 @@ that starts at the first timestep takes its state as the pipeline takes its late
 timestep of the call, exactly as it does at t = 1. So a state that search re-noised or branched never
 carries the history of another trajectory (which would no longer describe it); the cost is that a run cut
 into several calls is not bitwise the one-call run for multistep schedulers (it is for DDIM, Euler and
-flow-matching Euler, whose state is x alone). Stochastic (ancestral, SDE) schedulers are refused: they draw
-noise inside ``step`` and would make seeded search irreproducible.
+flow-matching Euler, whose state is x alone).
+
+**Stochastic schedulers** (DDPM, Euler ancestral, DPM-Solver++ SDE) draw noise inside ``step`` from the
+``generator`` they are given: the loop gives them one generator per row, seeded by the row's trajectory
+seed and the step's time (``noise.step_seed``), so a stochastic run is as reproducible and as independent
+of batching as a deterministic one, and equals ``pipe(latents=..., generator=[...])`` for generators
+seeded the same way at each step.
 """
 
 from __future__ import annotations
@@ -31,11 +36,13 @@ import torch
 from lightning_search.backbones.base import Backbone, Cond, SchedulerDriven, cond_cat
 from lightning_search.backbones.pipeline import SCHEDULER_NAMES
 from lightning_search.errors import ConfigurationError
+from lightning_search.sampling.noise import step_seed
 from lightning_search.sampling.segments import Segment
 
 # Scheduler classes whose step is deterministic and which can start at any index of their grid: the
 # classes the backbones' ``scheduler:`` names build (one list, in backbones/pipeline.py).
 SUPPORTED = tuple(SCHEDULER_NAMES.values())
+STOCHASTIC = ("DDPMScheduler", "EulerAncestralDiscreteScheduler")  # others are stochastic by their config
 
 
 def check_scheduler(backbone: Backbone) -> Any:
@@ -47,17 +54,22 @@ def check_scheduler(backbone: Backbone) -> Any:
         )
     scheduler = backbone.scheduler
     name = type(scheduler).__name__
-    stochastic = str(scheduler.config.get("algorithm_type", "")).startswith("sde") or scheduler.config.get(
-        "stochastic_sampling", False
-    )
-    if name not in SUPPORTED or stochastic:
+    if name not in SUPPORTED:
         raise ConfigurationError(
-            f"solver='scheduler' cannot drive {name}"
-            + (" with stochastic sampling" if stochastic else "")
-            + f"; supported: {', '.join(SUPPORTED)} (deterministic). Choose one with the backbone's "
-            f"`scheduler:` argument ({', '.join(SCHEDULER_NAMES)})"
+            f"solver='scheduler' cannot drive {name}; supported: {', '.join(sorted(set(SUPPORTED)))}. Choose one "
+            f"with the backbone's `scheduler:` argument ({', '.join(SCHEDULER_NAMES)})"
         )
     return scheduler
+
+
+def is_stochastic(scheduler: Any) -> bool:
+    """Whether the scheduler's ``step`` adds noise (and so needs per-row generators)."""
+    config = scheduler.config
+    return (
+        type(scheduler).__name__ in STOCHASTIC
+        or str(config.get("algorithm_type", "")).startswith("sde")
+        or bool(config.get("stochastic_sampling", False))
+    )
 
 
 def fresh_scheduler(backbone: SchedulerDriven, steps: int, device: torch.device | None = None) -> Any:
@@ -89,10 +101,12 @@ def run_window(
     segment: Segment,
     guidance_scale: float,
     record: dict[int, float],
+    seeds: list[int] | None = None,
 ) -> tuple[torch.Tensor, dict[float, torch.Tensor]]:
     """Steps ``segment.first`` .. of the scheduler's grid over states x (B, *latent) at ``segment.t_start``.
 
-    record: {step index within the segment: requested time} of the x0-predictions to keep.
+    record: {step index within the segment: requested time} of the x0-predictions to keep; seeds: the rows'
+    trajectory seeds, for a stochastic scheduler's noise.
     -> (states at ``segment.t_end``, {requested time: x0-prediction (B, *latent)}).
     """
     scheduler = fresh_scheduler(backbone, segment.grid_steps, x.device)
@@ -117,7 +131,10 @@ def run_window(
             out = backbone.combine_guidance(cond_out, uncond, guidance_scale)
         else:
             out = backbone.call_network(model_input, timestep, cond)
-        result = scheduler.step(out, timestep, state, return_dict=True)
+        extra = {}
+        if seeds is not None:  # one CPU generator per row: the draws do not depend on the device or the batch
+            extra["generator"] = [torch.Generator().manual_seed(step_seed(s, segment.times[k])) for s in seeds]
+        result = scheduler.step(out, timestep, state, return_dict=True, **extra)
         if k in record:
             x0 = getattr(result, "pred_original_sample", None)
             if x0 is None:  # the scheduler's own parameterisation at its grid time

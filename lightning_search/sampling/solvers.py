@@ -7,6 +7,7 @@ Every step returns how many ``denoise`` calls it made (the NFE per sample, befor
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Protocol
 
@@ -61,6 +62,81 @@ def heun_step(denoise, schedule, x, t, t_next, exact_end=True):
 
 
 SOLVERS: dict[str, Step] = {"euler": euler_step, "heun": heun_step, "ddim": ddim_step}
+
+
+# -- stochastic steps: the reverse SDEs with the marginals of the probability-flow ODE ---------------------
+#
+# A stochastic step maps x at t to ``mean + std * z`` at t_next with z ~ N(0, I) given by the caller (from a
+# seeded generator), and returns the mean and std too: the transition is an exact Gaussian, so its
+# log-probability is known (SMC weights, GRPO ratios). eta scales the noise; eta = 0 is the ODE step.
+
+
+def _coeffs(schedule: Schedule, t: float) -> tuple[float, float]:
+    tt = torch.tensor(t, dtype=torch.float64)
+    return float(schedule.alpha(tt)), float(schedule.sigma(tt))
+
+
+def ddim_sde_step(denoise, schedule, x, t, t_next, eta, noise):
+    """DDIM with noise (Song et al. 2021, Eq. 12) in the one convention, for any schedule:
+
+        x_s = alpha_s x0 + sqrt(sigma_s^2 - c^2) eps + c z,   c = eta sigma_s sigma_{t|s} / sigma_t,
+
+    with sigma_{t|s}^2 = sigma_t^2 - (alpha_t / alpha_s)^2 sigma_s^2, the forward kernel's variance from s to t.
+    eta = 1 is the DDPM ancestral step (the posterior q(x_s | x_t, x0) at x0 = x0-prediction), eta = 0 DDIM.
+    -> (x_s, x0, mean, std).
+    """
+    x0, eps = denoise(x, t)
+    a_t, s_t = _coeffs(schedule, t)
+    a_s, s_s = _coeffs(schedule, t_next)
+    var_ts = max(s_t**2 - (a_t / a_s) ** 2 * s_s**2, 0.0) if a_s > 0 else s_t**2
+    c = eta * s_s * math.sqrt(var_ts) / s_t if s_t > 0 else 0.0
+    mean = a_s * x0 + math.sqrt(max(s_s**2 - c**2, 0.0)) * eps
+    return mean + c * noise, x0, mean, c
+
+
+def euler_maruyama_step(denoise, schedule, x, t, t_next, eta, noise):
+    """Euler-Maruyama on the reverse SDE family with the ODE's marginals (Karras et al. 2022, Eq. 6):
+
+        dx = [v(x, t) - (eta^2 / 2) g(t)^2 score(x, t)] dt + eta g(t) dw,   score = -eps / sigma,
+
+    with v the probability-flow velocity, f = alpha' / alpha and g^2 = (sigma^2)' - 2 f sigma^2 (for flow
+    matching g^2 = 2t / (1 - t): the velocity-to-score conversion of Flow-GRPO, whose noise level a is
+    eta * sqrt(2)). eta = 0 is the Euler step, eta = 1 the reverse-time SDE of Anderson (1982).
+
+    From pure noise (alpha = 0: a flow model at t = 1) g is infinite and g^2 dt stays 2 however small the
+    step, so Euler-Maruyama would inject twice the noise the marginal has (Flow-GRPO's clipped sigma does
+    the same); that step is taken with the exact kernel of :func:`ddim_sde_step` instead (eta capped at 1).
+    -> (x_s, x0, mean, std).
+    """
+    a, s = _coeffs(schedule, t)
+    if a <= 1e-6:
+        return ddim_sde_step(denoise, schedule, x, t, t_next, min(eta, 1.0), noise)
+    x0, eps = denoise(x, t)
+    v = schedule.velocity(x0, eps, torch.tensor(t))
+    tt = torch.tensor(t, dtype=torch.float64)
+    da, ds = float(schedule.d_alpha(tt)), float(schedule.d_sigma(tt))
+    g2 = max(2 * s * ds - 2 * (da / a) * s**2, 0.0)
+    dt = t_next - t  # < 0
+    mean = x + dt * (v + 0.5 * eta**2 * g2 * eps / max(s, 1e-12))
+    std = eta * math.sqrt(g2 * -dt)
+    return mean + std * noise, x0, mean, std
+
+
+class StochasticStep(Protocol):
+    def __call__(
+        self,
+        denoise: Denoise,
+        schedule: Schedule,
+        x: torch.Tensor,
+        t: float,
+        t_next: float,
+        eta: float,
+        noise: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+        """-> (x at t_next, x0-prediction at t, the transition's mean, its std)."""
+
+
+STOCHASTIC_SOLVERS: dict[str, StochasticStep] = {"ddim": ddim_sde_step, "euler_maruyama": euler_maruyama_step}
 
 
 def time_grid(steps: int, shift: float = 1.0) -> list[float]:

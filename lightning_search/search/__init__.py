@@ -3,10 +3,14 @@
 from collections.abc import Callable
 
 from lightning_search.search.base import SearchAlgorithm, SearchContext, SearchResult, nan_safe
+from lightning_search.search.beam import BeamSearch
+from lightning_search.search.budget import BudgetForcingSearch
 from lightning_search.search.config import SearchConfig, build_search
+from lightning_search.search.evolution import EvolutionarySearch
 from lightning_search.search.gradient import GradientSearch
 from lightning_search.search.none import NoSearch
 from lightning_search.search.paths import PathSearch
+from lightning_search.search.pruning import EarlyPruningSearch
 from lightning_search.search.random import RandomSearch
 from lightning_search.search.smc import SMCSearch
 from lightning_search.search.zero_order import ZeroOrderSearch
@@ -28,10 +32,18 @@ ALGORITHMS: dict[str, Callable[[SearchConfig], SearchAlgorithm]] = {
         c.smc_renoise,
     ),
     "gradient": lambda c: GradientSearch(c.iterations, c.step_size, c.candidate_steps),
+    "beam": lambda c: BeamSearch(c.num_candidates, c.branches, c.window),
+    "evolution": lambda c: EvolutionarySearch(c.num_candidates, c.iterations, c.elites, c.step_size, c.evo_state_time),
+    "budget_forcing": lambda c: BudgetForcingSearch(c.budget, c.num_candidates, c.window),
+    "pruning": lambda c: EarlyPruningSearch(c.num_candidates, c.prune_times, c.prune_keep),
 }
 
 __all__ = [
     "ALGORITHMS",
+    "BeamSearch",
+    "BudgetForcingSearch",
+    "EarlyPruningSearch",
+    "EvolutionarySearch",
     "GradientSearch",
     "NoSearch",
     "PathSearch",

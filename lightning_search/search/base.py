@@ -53,8 +53,8 @@ class SearchContext:
     seed: int = 0
     candidate_steps: int | None = None
     # images per VAE decode call and per verifier call: a full-resolution decode of every candidate at once
-    # does not fit a GPU (FLUX at 1024 px: one 128-channel activation of 96 images is ~26 GB in bf16)
-    decode_batch_size: int = 32
+    # does not fit a GPU (FLUX's VAE at 1024 px needs ~1.6 GB per image, benchmarks/memory.py)
+    decode_batch_size: int = 8
     verifier_batch_size: int = 64
     # candidate sharding: this rank evaluates candidates rank, rank + world_size, ... of every sample and the
     # per-rank winners are all-gathered (LightningModule.all_gather), so every rank picks the same one
@@ -138,13 +138,18 @@ class SearchContext:
         self,
         x: torch.Tensor,
         cond,
+        seeds: list[list[int]],
         *,
         steps: int | None = None,
         t_start: float = 1.0,
         t_end: float = 0.0,
         x0_at: Sequence[float] = (),
+        keep_transitions: bool = False,
     ):
-        """Integrate (B, N, *latent) states with cond encoded for the B conditions (repeated N times)."""
+        """Integrate (B, N, *latent) states with cond encoded for the B conditions (repeated N times).
+
+        seeds: (B, N) the trajectories' seeds, from which a stochastic sampler draws its step noises.
+        """
         b, n = x.shape[:2]
         out = self.sampler.sample(
             self.backbone,
@@ -154,6 +159,8 @@ class SearchContext:
             t_end=t_end,
             steps=steps,
             x0_at=x0_at,
+            seeds=[s for row in seeds for s in row],
+            keep_transitions=keep_transitions,
         )
         out.x = out.x.view(b, n, *out.x.shape[1:])
         out.x0 = {t: v.view(b, n, *v.shape[1:]) for t, v in out.x0.items()}
@@ -219,9 +226,16 @@ class SearchContext:
         return self.__dict__["_image_shape"]
 
     def sample_and_score(
-        self, noise: torch.Tensor, cond, conditions, steps: int | None, num_candidates: int | None = None
+        self,
+        noise: torch.Tensor,
+        seeds: list[list[int]],
+        cond,
+        conditions,
+        steps: int | None,
+        num_candidates: int | None = None,
     ):
-        """Integrate (B, N) noises to t = 0 and score them -> (x0, images, scores, nfe per sample).
+        """Integrate (B, N) noises (trajectory seeds (B, N)) to t = 0 and score them -> (x0, images, scores,
+        nfe per sample).
 
         ``num_candidates``: the noises are this rank's share of sharded candidates; scores then cover all
         ``num_candidates`` of every rank (see :meth:`score`), x0 and images only this rank's.
@@ -231,10 +245,29 @@ class SearchContext:
             x0 = noise.new_zeros((b, 0, *noise.shape[2:]))
             images = torch.zeros(b, 0, *self.image_shape, device=self.device)
             return x0, images, self.score(images, conditions, None, num_candidates), 0
-        out = self.integrate(noise, cond, steps=steps, x0_at=self.x0_time)
+        out = self.integrate(noise, cond, seeds, steps=steps, x0_at=self.x0_time)
         images = self.decode(out.x)
         x0_images = self.decode(out.x0[self.x0_time[0]]) if self.x0_time else None
         return out.x, images, self.score(images, conditions, x0_images, num_candidates), out.nfe * n
+
+    def score_states(self, x: torch.Tensor, t: float, cond, conditions: Sequence[Any]) -> tuple[torch.Tensor, int]:
+        """Scores (B, K) of states x (B, K, *latent) at time t by their x0-predictions (at t = 0 the states
+        themselves, for free) -> (scores, NFE per state)."""
+        b, k = x.shape[:2]
+        if t <= 0:
+            return self.score(self.decode(x), conditions), 0
+        flat = x.reshape(b * k, *x.shape[2:])
+        x0, cost = self.sampler.predict_x0(self.backbone, flat, t, cond_repeat(cond, k))
+        return self.score(self.decode(x0.view_as(x)), conditions), cost
+
+    def require_stochastic(self, algorithm: str) -> None:
+        """Algorithms that branch by the sampler's own noise need a stochastic sampler."""
+        if not self.sampler.stochastic(self.backbone):
+            raise ConfigurationError(
+                f"{algorithm} branches with the sampler's noise: use a stochastic sampler, e.g. "
+                "--model.init_args.sampler.solver ddim --model.init_args.sampler.eta 1.0 (or a stochastic "
+                "scheduler: ddpm, euler_ancestral, dpmsolver++_sde)"
+            )
 
 
 def gather_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

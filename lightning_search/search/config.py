@@ -13,20 +13,26 @@ class SearchConfig:
     """Inference-time search settings (``lightning-search predict --search.algorithm random ...``).
 
     Args:
-        algorithm: none, random, zero_order, paths, smc or gradient (see ``lightning_search.search.ALGORITHMS``).
+        algorithm: none, random, zero_order, paths, smc, gradient, beam, evolution, budget_forcing or pruning
+            (see ``lightning_search.search.ALGORITHMS``).
         verifier: name of the verifier that guides search, a key of the run's ``verifiers``.
-        num_candidates: N: noises per sample (random), neighbours per iteration (zero_order), paths (paths),
-            particles (smc).
+        num_candidates: N: noises per sample (random, pruning), neighbours per iteration (zero_order), paths
+            (paths), particles (smc), beams (beam), population (evolution), children per round (budget_forcing).
         candidate_steps: solver steps for each candidate (None: the sampler's full steps); for gradient, the
             steps of the differentiable sampler the gradient flows through.
-        iterations: K, zero-order iterations; gradient steps (gradient).
+        iterations: K, zero-order iterations; gradient steps (gradient); generations (evolution).
         step_size: lambda, zero-order neighbourhood size (0 < lambda < 1; a neighbour's cosine to its pivot is
             sqrt(1 - lambda^2): 0.1 -> 0.995); gradient step length relative to the noise's norm (0 < lambda <= 1).
         neighbourhood: zero-order neighbours, ``mix`` (sqrt(1 - lambda^2) n + lambda z, the paper) or ``sphere``
             (z orthogonalised to n, on n's sphere at cosine sqrt(1 - lambda^2), the first author's public code).
         restart_after: zero-order restarts a sample from a fresh noise after this many rounds without
             improvement (null: never).
-        branches: M, re-noisings per path (paths).
+        branches: M, re-noisings per path (paths); children per beam (beam).
+        window: grid steps per window (beam, budget_forcing).
+        elites: E, individuals carried to the next generation (evolution).
+        evo_state_time: evolve the states at this time instead of the initial noises (evolution; null: noises).
+        prune_times: times at which pruning scores its candidates' x0-predictions (pruning).
+        prune_keep: candidates kept after each pruning time (pruning).
         path_start: time at which search over paths starts branching.
         path_forward: delta_f, how far forward (noisier) each re-noising goes.
         path_backward: delta_b > delta_f, how far back each path then integrates.
@@ -37,7 +43,8 @@ class SearchConfig:
         smc_ess_threshold: resample only when the effective sample size < threshold x particles (1: always).
         smc_renoise: how far forward in t smc re-noises its particles after resampling (0: no re-noising).
         seed: global seed of every noise; with the sample id, round and candidate it fixes each noise.
-        budget: optional cap on NFEs per sample; a configuration that would spend more is rejected.
+        budget: optional cap on NFEs per sample; a configuration that would spend more is rejected; for
+            budget_forcing, the NFEs per sample it spends.
         candidate_sharding: split one sample's candidates across ranks and all-gather the scores.
         decode_batch_size: latents per VAE decode call (the decoder's full-resolution activations are what
             limits GPU memory at 1024 px, not the latents).
@@ -53,6 +60,11 @@ class SearchConfig:
     neighbourhood: str = "mix"
     restart_after: int | None = None
     branches: int = 2
+    window: int = 1
+    elites: int = 2
+    evo_state_time: float | None = None
+    prune_times: list[float] = field(default_factory=lambda: [0.6])
+    prune_keep: list[int] = field(default_factory=lambda: [4])
     path_start: float = 0.8
     path_forward: float = 0.1
     path_backward: float = 0.2
@@ -65,7 +77,7 @@ class SearchConfig:
     seed: int = 0
     budget: int | None = None
     candidate_sharding: bool = False
-    decode_batch_size: int = 32
+    decode_batch_size: int = 8
     verifier_batch_size: int = 64
 
 

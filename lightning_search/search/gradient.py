@@ -112,9 +112,10 @@ class GradientSearch(SearchAlgorithm):
         with torch.inference_mode(False), torch.enable_grad():
             cond = ctx.encode(conditions)
             noise = ctx.noise(seeds)[:, 0].clone()
-            for _ in range(self.iterations):
+            for k in range(self.iterations):
                 leaf = noise.detach().requires_grad_(True)
-                x0, image, score, forward = ctx.sample_and_score(leaf[:, None], cond, conditions, steps)
+                iterate_seeds = ctx.seeds(sample_ids, k, 1)  # a stochastic sampler's step noises of iterate k
+                x0, image, score, forward = ctx.sample_and_score(leaf[:, None], iterate_seeds, cond, conditions, steps)
                 if not score.requires_grad:
                     raise ConfigurationError(
                         f"gradient search needs a differentiable verifier; {type(verifier).__name__}'s score "
@@ -132,7 +133,8 @@ class GradientSearch(SearchAlgorithm):
                 scores.append(score[:, 0].detach())
                 noise = self.step(noise.detach(), grad)
         with torch.no_grad():
-            x0, image, score, forward = ctx.sample_and_score(noise[:, None], cond, conditions, steps)
+            last_seeds = ctx.seeds(sample_ids, self.iterations, 1)
+            x0, image, score, forward = ctx.sample_and_score(noise[:, None], last_seeds, cond, conditions, steps)
             nfe += forward
             iterates.append(noise)
             x0s.append(x0[:, 0])
@@ -144,8 +146,9 @@ class GradientSearch(SearchAlgorithm):
             x0, image = gather_rows(torch.stack(x0s, 1), best), gather_rows(torch.stack(images, 1), best)
             if self._redenoise(ctx.sampler):
                 winner = gather_rows(torch.stack(iterates, 1), best)
+                winner_seeds = [[ctx.seeds([sid], int(k), 1)[0][0]] for sid, k in zip(sample_ids, best.tolist())]
                 final_x0, final_images, final_scores, final = ctx.sample_and_score(
-                    winner[:, None], cond, conditions, None
+                    winner[:, None], winner_seeds, cond, conditions, None
                 )
                 x0, image, score, nfe = final_x0[:, 0], final_images[:, 0], final_scores[:, 0], nfe + final
         trace = [[float(v) for v in row] for row in all_scores.cpu().cummax(dim=1).values]  # best so far

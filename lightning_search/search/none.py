@@ -25,11 +25,11 @@ class NoSearch(SearchAlgorithm):
         cond = ctx.encode(conditions)
         b = len(sample_ids)
         if ctx.verifier is None:
-            out = ctx.integrate(ctx.noise(seeds), cond)
+            out = ctx.integrate(ctx.noise(seeds), cond, seeds)
             x0, images = out.x[:, 0], ctx.decode(out.x)[:, 0]
             score, nfe, calls = torch.full((b,), float("nan")), out.nfe, 0
         else:
-            x0, images, scores, nfe = ctx.sample_and_score(ctx.noise(seeds), cond, conditions, None)
+            x0, images, scores, nfe = ctx.sample_and_score(ctx.noise(seeds), seeds, cond, conditions, None)
             x0, images, score, calls = x0[:, 0], images[:, 0], scores[:, 0].cpu(), 1
         return SearchResult(
             x0=x0,

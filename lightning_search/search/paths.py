@@ -82,7 +82,7 @@ class PathSearch(SearchAlgorithm):
         cond = ctx.encode(conditions)
         seeds = ctx.seeds(sample_ids, 0, n)
         start, rounds = self.schedule(sampler, backbone)
-        out = ctx.integrate(ctx.noise(seeds), cond, t_start=1.0, t_end=start)
+        out = ctx.integrate(ctx.noise(seeds), cond, seeds, t_start=1.0, t_end=start)
         x, nfe = out.x, out.nfe * n
         trace: list[list[float]] = [[] for _ in range(b)]
         origin = torch.arange(n).repeat(b, 1)  # (B, N): the initial noise each surviving path descends from
@@ -92,7 +92,7 @@ class PathSearch(SearchAlgorithm):
             eps_seeds = [[noise_seed(ctx.seed, int(s), r, j) for j in range(n * m)] for s in sample_ids]
             eps = ctx.noise(eps_seeds)  # (B, N*M, *latent)
             branches = backbone.schedule.renoise(x.repeat_interleave(m, dim=1), t, up, eps)
-            out = ctx.integrate(branches, cond, t_start=up, t_end=down)
+            out = ctx.integrate(branches, cond, eps_seeds, t_start=up, t_end=down)
             nfe += out.nfe * n * m
             if down > 0:
                 flat = out.x.reshape(b * n * m, *out.x.shape[2:])

@@ -49,20 +49,23 @@ class RandomSearch(SearchAlgorithm):
         redenoise = self._redenoise(ctx.sampler)
         steps = self.candidate_steps if redenoise else None
         b = len(sample_ids)
+        local_seeds = [[row[c] for c in mine] for row in seeds]
         if mine:
-            noise = ctx.noise([[row[c] for c in mine] for row in seeds])
+            noise = ctx.noise(local_seeds)
         else:  # more ranks than candidates: this rank evaluates none
             noise = torch.zeros(b, 0, *ctx.backbone.latent_shape, device=ctx.device, dtype=ctx.dtype)
         sharded = self.num_candidates if ctx.sharded else None
-        x0, images, scores, _ = ctx.sample_and_score(noise, cond, conditions, steps, sharded)
+        x0, images, scores, _ = ctx.sample_and_score(noise, local_seeds, cond, conditions, steps, sharded)
         best, score, chosen_rows = ctx.pick_best(scores, {"x0": x0, "images": images})
         nfe = self.num_candidates * ctx.sampler.nfe(ctx.backbone, steps=steps)
         calls = self.num_candidates
         best_seeds = [seeds[i][int(c)] for i, c in enumerate(best)]
         trace = [[float(s)] for s in score]  # the search round: the best candidate's score
         if redenoise:
-            winner = ctx.noise([[s] for s in best_seeds])  # the winner's noise, redrawn from its seed
-            x0, images, final_scores, final_nfe = ctx.sample_and_score(winner, cond, conditions, None)
+            winner = [[s] for s in best_seeds]  # the winner's noise, redrawn from its seed
+            x0, images, final_scores, final_nfe = ctx.sample_and_score(
+                ctx.noise(winner), winner, cond, conditions, None
+            )
             x0, images = x0[:, 0], images[:, 0]
             nfe, calls = nfe + final_nfe, calls + 1
             # a rank-based score means something only within the candidate set: keep the winner's rank there

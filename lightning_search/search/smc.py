@@ -17,7 +17,10 @@ particle is therefore re-noised with the schedule's exact forward kernel from t_
 (fresh noise seeded by (seed, sample id, round, particle)) and integrated back to t_r. All particles are
 re-noised, not only the duplicates, so that the cost is the same for every sample and known in advance
 (the forward-then-back move leaves the marginal at t_r unchanged for an exact model, so the unique
-particles lose nothing). At t = 0 the verifier scores the finished particles and the best one is returned.
+particles lose nothing). With a stochastic sampler (``ddim`` or ``euler_maruyama`` with eta > 0, or a
+stochastic scheduler) the proposals are the SDE's own, as in FK steering: every particle draws its own step
+noises after a resampling, copies diverge by themselves, and ``renoise`` can be 0. At t = 0 the verifier
+scores the finished particles and the best one is returned.
 
 NFE per sample = K x (the sampler's steps from 1 to 0, cut at the scheduled times)
 + K x (one x0-prediction per scheduled time) + K x (the re-noise segment per scheduled time).
@@ -177,6 +180,7 @@ class SMCSearch(SearchAlgorithm):
         particle_cond = cond_repeat(cond, k)
         seeds = ctx.seeds(sample_ids, 0, k)
         x = ctx.noise(seeds)  # (B, K, *latent)
+        particle_seeds = seeds  # the seeds of the particles' step noises (and re-noisings) from here on
         device = x.device
         log_w = torch.zeros(b, k, dtype=torch.float64, device=device)
         previous = torch.zeros(b, k, dtype=torch.float64, device=device)  # the ancestor's last score
@@ -186,7 +190,7 @@ class SMCSearch(SearchAlgorithm):
         trace: list[list[float]] = [[] for _ in range(b)]
         nfe = calls = 0
         for r, (start, end, up) in enumerate(self.schedule(sampler, backbone)):
-            out = ctx.integrate(x, cond, t_start=start, t_end=end)
+            out = ctx.integrate(x, cond, particle_seeds, t_start=start, t_end=end)
             x, nfe = out.x, nfe + out.nfe * k
             if end <= 0:
                 break
@@ -216,10 +220,12 @@ class SMCSearch(SearchAlgorithm):
             origin = torch.gather(origin, 1, ancestors)
             # after a resampling the copies are equally weighted; rows left alone keep their weights
             log_w = torch.where(resampled.to(device)[:, None], torch.zeros_like(log_w), log_w)
+            # every particle continues with noises of its own, so copies of one ancestor diverge under a
+            # stochastic sampler (FK steering's SDE proposals) and under re-noising alike
+            particle_seeds = [[noise_seed(ctx.seed, int(s), r + 1, j) for j in range(k)] for s in sample_ids]
             if up is not None:
-                eps = ctx.noise([[noise_seed(ctx.seed, int(s), r + 1, j) for j in range(k)] for s in sample_ids])
-                x = backbone.schedule.renoise(x, end, up, eps)
-                back = ctx.integrate(x, cond, t_start=up, t_end=end)
+                x = backbone.schedule.renoise(x, end, up, ctx.noise(particle_seeds))
+                back = ctx.integrate(x, cond, particle_seeds, t_start=up, t_end=end)
                 x, nfe = back.x, nfe + back.nfe * k
         images = ctx.decode(x)
         scores = ctx.score(images, conditions)

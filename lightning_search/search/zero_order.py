@@ -109,7 +109,7 @@ class ZeroOrderSearch(SearchAlgorithm):
         cond = ctx.encode(conditions)
         pivot_seeds = ctx.seeds(sample_ids, 0, 1)
         pivot = ctx.noise(pivot_seeds)[:, 0]
-        x0, images, scores, nfe = ctx.sample_and_score(pivot[:, None], cond, conditions, steps)
+        x0, images, scores, nfe = ctx.sample_and_score(pivot[:, None], pivot_seeds, cond, conditions, steps)
         calls = torch.ones(b, dtype=torch.long)
         # the pivot (centre of the neighbourhood) and the best sample so far: the same unless restarted
         piv = {"noise": pivot, "x0": x0[:, 0], "images": images[:, 0], "score": scores[:, 0]}
@@ -128,7 +128,8 @@ class ZeroOrderSearch(SearchAlgorithm):
                 piv["noise"] = _where(restart, ctx.noise(fresh)[:, 0], piv["noise"])
             candidates = neighbours(piv["noise"], ctx.noise(seeds), self.step_size, self.neighbourhood)
             candidates[:, 0] = _where(restart, piv["noise"], candidates[:, 0])
-            cx0, cimages, cscores, cost = ctx.sample_and_score(candidates, cond, conditions, steps)
+            row_seeds = [[f[0] if r else s[0], *s[1:]] for f, r, s in zip(fresh, restart.tolist(), seeds)]
+            cx0, cimages, cscores, cost = ctx.sample_and_score(candidates, row_seeds, cond, conditions, steps)
             nfe += cost
             calls += n_nb
             if restart.any():  # the fresh pivot is candidate 0: its own score is its pivot score
@@ -162,7 +163,10 @@ class ZeroOrderSearch(SearchAlgorithm):
                 trace[i].append(float(best["score"][i]))
         score = best["score"]
         if redenoise:
-            x0, images, final_scores, final_nfe = ctx.sample_and_score(best["noise"][:, None], cond, conditions, None)
+            best_seeds = [[c["seed"]] for c in chosen]
+            x0, images, final_scores, final_nfe = ctx.sample_and_score(
+                best["noise"][:, None], best_seeds, cond, conditions, None
+            )
             best["x0"], best["images"] = x0[:, 0], images[:, 0]
             nfe, calls = nfe + final_nfe, calls + 1
             if not rank_based:  # a rank means something only within its candidate set

@@ -22,6 +22,14 @@ CONFIGS = [
     SearchConfig("paths", "v", num_candidates=2, branches=2, path_start=0.7, path_forward=0.2, path_backward=0.45),
     SearchConfig("smc", "v", num_candidates=2, smc_times=[0.5], smc_renoise=0.2),
     SearchConfig("gradient", "v", iterations=1, candidate_steps=1),
+    SearchConfig("pruning", "v", num_candidates=4, prune_times=[0.4], prune_keep=[2]),
+    SearchConfig("evolution", "v", num_candidates=3, iterations=2, elites=1, evo_state_time=0.5),
+]
+# algorithms that branch by the sampler's noise, on our stochastic solver (DDIM with eta = 1)
+STOCHASTIC = [
+    SearchConfig("beam", "v", num_candidates=2, branches=2),
+    SearchConfig("budget_forcing", "v", num_candidates=2, budget=48),
+    SearchConfig("smc", "v", num_candidates=2, smc_times=[0.5], smc_renoise=0.0),
 ]
 
 
@@ -45,13 +53,16 @@ class RowCounter:
             handle.remove()
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c.algorithm)
+@pytest.mark.parametrize("config", CONFIGS + STOCHASTIC, ids=lambda c: c.algorithm)
 @pytest.mark.parametrize("family", FAMILIES)
 def test_reported_nfe_equals_hooked_forward_passes(request, family, config):
     backbone = request.getfixturevalue(family)
     backbone.set_scheduler({"flux": "flow_match_euler", "pixart": "dpmsolver++", "sdxl": "euler"}.get(family, "ddim"))
     guidance = 1.0 if family == "flux" else 2.0  # FLUX-dev: distilled guidance, one row per sample
-    sampler = Sampler(solver="scheduler", steps=3, guidance_scale=guidance)
+    if config in STOCHASTIC:
+        sampler = Sampler(solver="ddim", steps=3, eta=1.0, guidance_scale=guidance)
+    else:
+        sampler = Sampler(solver="scheduler", steps=3, guidance_scale=guidance)
     conditions = [207, 3] if family == "dit" else ["a red car", {"prompt": "two dogs", "negative_prompt": "blurry"}]
     ctx = SearchContext(backbone, sampler, MeanVerifier(), seed=1)
     algorithm = build_search(config)
@@ -66,5 +77,8 @@ def test_reported_nfe_equals_hooked_forward_passes(request, family, config):
         counter.remove()
     counted = (counter.forward + BACKWARD_COST * counter.backward) / len(conditions)
     assert (counter.backward > 0) == (config.algorithm == "gradient")
+    if config.algorithm == "budget_forcing":  # adaptive: exact per sample, at most the budget
+        assert result.nfe.float().mean().item() == counted and (result.nfe <= config.budget).all()
+        return
     assert result.nfe.tolist() == [counted] * len(conditions)
     assert counted == algorithm.nfe_per_sample(sampler, backbone)

@@ -34,9 +34,10 @@ def test_bfloat16_sampling(family):
     ctx = SearchContext(backbone, Sampler(solver="scheduler", steps=2, guidance_scale=2.0), None)
     conditions = [3, 5] if family == "dit" else ["a red car", "a dog"]
     with torch.no_grad():
-        noise = ctx.noise(ctx.seeds([0, 1], 0, 1))
+        seeds = ctx.seeds([0, 1], 0, 1)
+        noise = ctx.noise(seeds)
         assert noise.dtype == torch.bfloat16
-        out = ctx.integrate(noise, backbone.encode_conditions(conditions))
+        out = ctx.integrate(noise, backbone.encode_conditions(conditions), seeds)
         images = backbone.decode(out.x[:, 0])
     assert images.dtype == torch.float32 and torch.isfinite(images).all()
     assert 0 <= images.min() and images.max() <= 1

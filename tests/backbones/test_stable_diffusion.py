@@ -182,17 +182,20 @@ def test_nfe_counting_and_micro_batches(sd):
     torch.testing.assert_close(small.x, whole, atol=1e-5, rtol=1e-5)
 
 
-def test_unsupported_or_stochastic_schedulers_are_refused(sd):
-    from diffusers import EulerAncestralDiscreteScheduler
+def test_unsupported_schedulers_are_refused_and_stochastic_ones_need_seeds(sd):
+    from diffusers import EulerAncestralDiscreteScheduler, PNDMScheduler
 
     original = sd.pipe.scheduler
-    sd.pipe.scheduler = EulerAncestralDiscreteScheduler.from_config(original.config)
     try:
-        with pytest.raises(ConfigurationError, match="DDIMScheduler, EulerDiscreteScheduler"):
+        sd.pipe.scheduler = PNDMScheduler.from_config(original.config)  # SD 1.5's default: not resumable
+        with pytest.raises(ConfigurationError, match="DDIMScheduler, DDPMScheduler"):
+            Sampler(solver="scheduler").sample(sd, noise_for(sd, 1), sd.encode_conditions(PROMPTS[:1]))
+        sd.pipe.scheduler = EulerAncestralDiscreteScheduler.from_config(original.config)
+        with pytest.raises(ConfigurationError, match="one seed per row"):
             Sampler(solver="scheduler").sample(sd, noise_for(sd, 1), sd.encode_conditions(PROMPTS[:1]))
     finally:
         sd.pipe.scheduler = original
-    with pytest.raises(UnknownNameError, match="ddim, dpmsolver\\+\\+, euler"):
+    with pytest.raises(UnknownNameError, match="ddim, ddpm, dpmsolver"):
         sd.set_scheduler("pndm-ish")
 
 

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from lightning_search import DiffusionModule
@@ -34,6 +35,27 @@ TINY_VERIFIER_ARGS = {
 }
 
 
+def tiny_peft_adapter(backbone_config: dict, folder: Path) -> Path:
+    """A peft-format LoRA (``PeftModel.save_pretrained``, as Flow-GRPO publishes its adapters) for the tiny twin
+    of the recipe's backbone class, with non-zero weights."""
+    import importlib
+
+    from peft import LoraConfig, get_peft_model
+
+    module, _, name = backbone_config["class_path"].rpartition(".")
+    backbone = getattr(importlib.import_module(module), name)("tiny")
+    network = getattr(backbone, backbone.components[0])
+    peft_model = get_peft_model(
+        network, LoraConfig(r=4, lora_alpha=4, target_modules=list(backbone.lora_target_modules))
+    )
+    with torch.no_grad():
+        for key, p in peft_model.named_parameters():
+            if "lora_B" in key:
+                p.normal_(0, 0.01)
+    peft_model.save_pretrained(str(folder))
+    return folder
+
+
 def tiny_twin(config: dict, root: Path) -> dict:
     """The recipe with its hub models replaced by tiny twins, on the CPU, writing under ``root``."""
     config = json.loads(json.dumps(config))
@@ -41,6 +63,12 @@ def tiny_twin(config: dict, root: Path) -> dict:
         config.pop(key, None)
     trainer = config["trainer"]
     trainer.update(accelerator="cpu", devices=1, precision="32-true", default_root_dir=str(root))
+    if trainer.get("strategy") not in (None, "auto"):
+        trainer["strategy"] = "auto"  # the recipe's DDP over 8 GPUs: one CPU process here
+    if "lora_path" in config["model"]["init_args"]:  # an adapter trained elsewhere: a peft one for the twin
+        config["model"]["init_args"]["lora_path"] = str(
+            tiny_peft_adapter(config["model"]["init_args"]["backbone"], root / "lora")
+        )
     backbone = config["model"]["init_args"]["backbone"]
     args = {k: v for k, v in backbone.get("init_args", {}).items() if k not in REAL_ONLY}
     args["pretrained"] = "tiny"
@@ -61,9 +89,22 @@ def test_paper_recipe_instantiates_with_tiny_twins(recipe, tmp_path):
     assert raw["trainer"]["accelerator"] == "gpu"
     assert not raw["model"]["init_args"]["backbone"]["init_args"]["pretrained"].startswith("tiny")
     path = tmp_path / recipe.name
-    path.write_text(yaml.safe_dump(tiny_twin(raw, tmp_path / "run")))
+    twin = tiny_twin(raw, tmp_path / "run")
+    if "search" not in raw:  # a fit recipe: two optimizer steps of small groups
+        twin["trainer"]["max_steps"] = 2
+        twin["model"]["init_args"]["objective"]["init_args"]["group_size"] = 3
+        twin["trainer"]["logger"] = False
+    path.write_text(yaml.safe_dump(twin))
     cli = LightningSearchCLI(args=["--config", str(path)], run=False)
     assert isinstance(cli.model, DiffusionModule) and isinstance(cli.model.backbone, PipelineBackbone)
+    if "search" not in raw:  # a fit recipe (GRPO): its rewards are verifiers of the run
+        objective = cli.model.objective
+        cli.configure_model_search()
+        assert set(objective.rewards) <= set(cli.model.verifiers) and cli.model.sampler.stochastic(cli.model.backbone)
+        cli.trainer.fit(cli.model, cli.datamodule)  # GRPO with CFG on the tiny twin, rollouts to updates
+        # the adapter follows the root dir (the twin's tmp_path / "run"), as everything a fit writes
+        assert (tmp_path / "run" / "adapter" / "pytorch_lora_weights.safetensors").is_file()
+        return
     assert cli.model.sampler.solver == "scheduler"
     cli.configure_model_search()  # builds the verifiers and the search algorithm, as before predict
     search = raw["search"]

@@ -72,7 +72,7 @@ def test_time_grid_and_shift():
 
 
 def test_unknown_solver_lists_the_valid_ones():
-    with pytest.raises(UnknownNameError, match="euler, heun"):
+    with pytest.raises(UnknownNameError, match="euler, euler_maruyama, heun"):
         Sampler(solver="rk45")
 
 

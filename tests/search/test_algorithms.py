@@ -156,7 +156,7 @@ def test_reported_nfe_equals_counted_forward_passes(config, guidance, solver):
 
 def test_unknown_algorithm_lists_the_valid_ones():
     with pytest.raises(UnknownNameError) as info:
-        build_search(SearchConfig("beam"))
+        build_search(SearchConfig("tree"))
     for name in ALGORITHMS:
         assert name in str(info.value)
 

@@ -1,0 +1,145 @@
+"""The README's results, generated from the runs that produced them.
+
+``make demo`` runs the digits job; ``lightning-search readme`` then reads its run folders (the sweep's
+``scaling.csv`` and ``report.md``, the fine-tuning comparison's ``metrics.json`` files, the classifiers'
+training logs), records every number the README quotes in ``docs/results/digits.json`` and rewrites the
+README's generated blocks (between ``<!-- generated: NAME -->`` and ``<!-- end generated -->``) from that
+record. ``--check`` changes nothing and fails when the README, the record and (when present) the run folders
+disagree, so a README edited by hand or left behind by a fresh run cannot pass the tests.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from lightning_search.errors import ConfigurationError
+
+RECORD = Path("docs/results/digits.json")
+MARK = re.compile(r"<!-- generated: (?P<name>[\w-]+) -->\n.*?<!-- end generated -->", re.S)
+
+# sweep points the README's table shows, with the labels it gives them
+SWEEP_POINTS = [
+    ("steps-nfe2", "no search, Heun 1 step"), ("steps-nfe10", "no search, Heun 5 steps"),
+    ("steps-nfe20", "no search, Heun 10 steps"), ("steps-nfe64", "no search, Heun 32 steps"),
+    ("random-classifier-n2", "random search N = 2"), ("random-classifier-n4", "random search N = 4"),
+    ("random-classifier-n8", "random search N = 8"), ("random-classifier-n16", "random search N = 16"),
+    ("random-classifier-n32", "random search N = 32"),
+    ("random-self_supervised-n32", "self-supervised verifier N = 32"),
+    ("random-oracle-n32", "oracle verifier N = 32"), ("zero_order-classifier-k3", "zero-order, lambda 0.1, K = 3"),
+    ("paths-classifier-n5", "search over paths, N = 5"), ("smc-classifier-k10", "SMC, 10 particles (re-noising)"),
+    ("smc_sde-classifier-k10", "SMC, 10 particles (SDE proposals)"), ("beam-classifier-m4", "beam search, 2 x 4"),
+    ("budget_forcing-classifier-b160", "budget forcing, 160 NFE"),
+    ("evolution-classifier-p8", "evolutionary search, 8 x 3"),
+    ("pruning-classifier-n24", "early pruning, 24 -> 8 -> 3"),
+    ("gradient-classifier-k1", "gradient search, 1 step"),
+]  # fmt: skip
+COMPARE_RUNS = ["base", "dpo", "grpo", "base+search", "dpo+search", "grpo+search"]
+
+
+def _num(value: Any) -> float | None:
+    try:
+        return None if value in (None, "") else float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def collect(runs: Path = Path("runs/digits")) -> dict[str, Any]:
+    """Every number the README quotes, from the digits run folders (``make demo``'s)."""
+    sweep = runs / "sweep"
+    if not (sweep / "scaling.csv").is_file():
+        raise ConfigurationError(f"no {sweep}/scaling.csv: run `make demo` first")
+    with open(sweep / "scaling.csv") as f:
+        rows = {r["name"]: r for r in csv.DictReader(f)}
+    keys = ("nfe", "inception_score", "fid", "recall", "accuracy", "score/classifier", "score/oracle", "search_score")
+    points = {name: {k: _num(rows[name].get(k)) for k in keys} for name, _ in SWEEP_POINTS if name in rows}
+    report = (sweep / "report.md").read_text()
+    section = report.split("## The paper's findings on this run", 1)[-1].split("\n## ", 1)[0]
+    findings = [line for line in section.splitlines() if line.startswith("- ")]
+    efficiency = report.split("## Reward per NFE", 1)[-1].split("\n## ", 1)[0] if "## Reward per NFE" in report else ""
+    compare = {}
+    for name in COMPARE_RUNS:
+        path = runs / "dpo" / "compare" / name / "metrics.json"
+        if path.is_file():
+            m = json.loads(path.read_text())
+            compare[name] = {"nfe": m.get("nfe"), **{f"score/{k}": v for k, v in (m.get("verifier_scores") or {}).items()},
+                             **{k: m.get(k) for k in ("inception_score", "fid", "recall", "accuracy")}}  # fmt: skip
+    accuracy = {}
+    for name in ("verifier", "evaluator"):
+        logs = sorted((runs / name / "lightning_logs").glob("version_*/metrics.csv"))  # Lightning's default logger
+        if logs:
+            with open(logs[-1]) as f:
+                values = [_num(r.get("val/accuracy")) for r in csv.DictReader(f)]
+            accuracy[name] = next((v for v in reversed(values) if v is not None), None)
+    rows16 = [line for line in efficiency.splitlines() if line.startswith("| 16 |")]
+    return {"points": points, "findings": findings, "compare": compare, "classifier_accuracy": accuracy,
+            "efficiency_n16": rows16}  # fmt: skip
+
+
+def _f(v: float | None, digits: int = 2) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def render(record: dict[str, Any]) -> dict[str, str]:
+    """{block name: markdown} of the README's generated blocks, from a record of :func:`collect`."""
+    points, compare = record["points"], record["compare"]
+    table = ["| point | NFE | IS | FID | recall | class accuracy | classifier verifier | oracle (held out) |",
+             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for name, label in SWEEP_POINTS:
+        p = points.get(name)
+        if p:
+            table.append(
+                f"| {label} | {p['nfe']:.0f} | {_f(p['inception_score'])} | {_f(p['fid'])} | {_f(p['recall'])} | "
+                f"{_f(p['accuracy'], 3)} | {_f(p['score/classifier'])} | {_f(p['score/oracle'])} |"
+            )
+    runs = ["| run | NFE | verifier (DPO's feedback, GRPO's reward, search) | oracle (held out) | IS | FID | recall |",
+            "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for name in COMPARE_RUNS:
+        c = compare.get(name)
+        if c:
+            runs.append(
+                f"| {name} | {c['nfe']:.0f} | {_f(c.get('score/classifier'))} | {_f(c.get('score/oracle'))} | "
+                f"{_f(c.get('inception_score'))} | {_f(c.get('fid'))} | {_f(c.get('recall'))} |"
+            )
+    acc = record["classifier_accuracy"]
+    classifiers = (f"Held-out accuracy of the classifiers: verifier {_f(acc.get('verifier'), 3)}, evaluator "
+                   f"{_f(acc.get('evaluator'), 3)}.")  # fmt: skip
+    efficiency = ["| N | target score | algorithm | NFE to reach it | x fewer NFEs | IS | FID | recall |",
+                  "|---|---|---|---|---|---|---|---|", *record["efficiency_n16"]]  # fmt: skip
+    return {
+        "digits-table": "\n".join(table),
+        "digits-findings": "\n".join(record["findings"]),
+        "digits-classifiers": classifiers,
+        "digits-efficiency": "\n".join(efficiency),
+        "digits-finetune": "\n".join(runs),
+    }
+
+
+def apply(text: str, blocks: dict[str, str]) -> str:
+    """The README text with every generated block replaced; a marker with no block is an error."""
+
+    def replace(match: re.Match) -> str:
+        name = match.group("name")
+        if name not in blocks:
+            raise ConfigurationError(f"README block {name!r} has no generator; known: {', '.join(sorted(blocks))}")
+        return f"<!-- generated: {name} -->\n{blocks[name]}\n<!-- end generated -->"
+
+    return MARK.sub(replace, text)
+
+
+def readme_problems(readme: Path, record_path: Path = RECORD, runs: Path | None = None) -> list[str]:
+    """What disagrees: the README with its record, and the record with the run folders (if given)."""
+    problems = []
+    record = json.loads(record_path.read_text())
+    text = readme.read_text()
+    if apply(text, render(record)) != text:
+        problems.append(f"{readme} differs from what {record_path} renders: run `lightning-search readme`")
+    if runs is not None and (runs / "sweep" / "scaling.csv").is_file():
+        fresh = collect(runs)
+        if render(fresh) != render(record):
+            changed = [k for k, v in render(fresh).items() if render(record).get(k) != v]
+            problems.append(f"the runs in {runs} differ from {record_path} in {changed}: run `lightning-search readme`")
+    return problems
