@@ -1,4 +1,8 @@
-"""Model families behind one interface (:class:`Backbone`); one file per family."""
+"""Model families behind one interface (:class:`Backbone`); one file per family.
+
+The diffusers families wrap their pipelines through ``pipeline.py`` (one load path, the VAE, schedulers),
+the rectified-flow ones through ``flow.py`` as well; their offline tiny twins are all in ``tiny.py``.
+"""
 
 from lightning_search.backbones.base import (
     Backbone,

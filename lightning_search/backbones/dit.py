@@ -17,30 +17,11 @@ from typing import Any
 import torch
 
 from lightning_search.backbones.base import Cond
-from lightning_search.backbones.pipeline import PipelineBackbone, tiny_vae
+from lightning_search.backbones.pipeline import PipelineBackbone
+from lightning_search.backbones.tiny import tiny_dit_pipeline
 from lightning_search.errors import ConfigurationError
 
 NULL_CLASS = 1000  # DiTPipeline's unconditional label
-
-
-def tiny_dit_pipeline():
-    """A random DiTPipeline at 32 x 32 px (latents 4 x 16 x 16), 1,000 classes plus the null class."""
-    from diffusers import DDIMScheduler, DiTPipeline, DiTTransformer2DModel
-
-    transformer = DiTTransformer2DModel(
-        sample_size=16,
-        patch_size=2,
-        in_channels=4,
-        out_channels=8,  # learned variance, as DiT-XL/2
-        num_layers=2,
-        num_attention_heads=2,
-        attention_head_dim=8,
-        num_embeds_ada_norm=1000,  # must be 1000: the pipeline's null class is 1000
-        norm_type="ada_norm_zero",
-    )
-    # facebook/DiT-XL-2-256's scheduler config (linear betas, 1000 steps, epsilon)
-    scheduler = DDIMScheduler(beta_schedule="linear", beta_start=0.0001, beta_end=0.02, clip_sample=False)
-    return DiTPipeline(transformer=transformer, vae=tiny_vae(), scheduler=scheduler)
 
 
 class DiTBackbone(PipelineBackbone):
@@ -52,6 +33,7 @@ class DiTBackbone(PipelineBackbone):
         torch_dtype, variant, revision, local_files_only: passed to ``from_pretrained``.
     """
 
+    pipeline_classes = ("DiTPipeline",)
     components = ("transformer", "vae")
     tiny_flavours = {"tiny": tiny_dit_pipeline}
 
@@ -64,26 +46,11 @@ class DiTBackbone(PipelineBackbone):
         revision: str | None = None,
         local_files_only: bool = False,
     ) -> None:
-        from diffusers import DiTPipeline
-
-        pipe = self._load(
-            pretrained,
-            DiTPipeline,
-            torch_dtype=torch_dtype,
-            variant=variant,
-            revision=revision,
-            local_files_only=local_files_only,
-        )
-        self._setup(pipe, scheduler=scheduler)
+        self._build(locals())
 
     def _default_size(self, height, width):
         size = self.pipe.transformer.config.sample_size * self.vae_scale_factor
-        return size, size
-
-    @property
-    def latent_shape(self) -> tuple[int, ...]:
-        config = self.transformer.config
-        return (config.in_channels, config.sample_size, config.sample_size)
+        return size, size  # DiT samples at its training size only
 
     def encode_conditions(self, conditions: Sequence[Any] | torch.Tensor) -> Cond:
         """Class ids 0..999 (or ImageNet label names) -> {"pos": labels (B,), "neg": null labels (B,)}."""
@@ -105,17 +72,12 @@ class DiTBackbone(PipelineBackbone):
 
     def call_network(self, x: torch.Tensor, timestep: torch.Tensor, cond: Cond) -> torch.Tensor:
         net = self.transformer
-        timestep = torch.as_tensor(timestep, device=x.device)
-        timestep = (timestep[None] if timestep.dim() == 0 else timestep).expand(x.shape[0])
+        timestep = self._batch_timestep(timestep, x)
         out = net(x.to(net.dtype), timestep=timestep, class_labels=cond["pos"], return_dict=False)[0]
-        channels = net.config.in_channels
-        return out[:, :channels] if net.config.out_channels // 2 == channels else out
+        return self._drop_learned_variance(out, net)
 
     def decode(self, x0: torch.Tensor) -> torch.Tensor:
         """As DiTPipeline: ``vae.decode(x0 / scaling_factor)``, then ``(x / 2 + 0.5).clamp(0, 1)``."""
         vae = self.vae
-        samples = vae.decode(1 / vae.config.scaling_factor * x0.to(vae.dtype)).sample
+        samples = vae.decode(1 / vae.config.scaling_factor * x0.to(vae.dtype), return_dict=False)[0]
         return (samples / 2 + 0.5).clamp(0, 1).float()
-
-    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        return self._vae_encode(images) * self.vae.config.scaling_factor

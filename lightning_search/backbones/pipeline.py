@@ -1,4 +1,4 @@
-"""What every backbone built from a diffusers pipeline shares: loading, tiny twins, schedulers, conditions.
+"""What every backbone built from a diffusers pipeline shares: one load path, schedulers, conditions, the VAE.
 
 A :class:`PipelineBackbone` owns a diffusers pipeline object (``self.pipe``) and registers its networks as
 submodules (the denoiser first, so that ``next(backbone.parameters())`` gives the sampling dtype and device),
@@ -10,8 +10,9 @@ time convention).
 
 Loading: ``pretrained`` is a hub id (``stabilityai/stable-diffusion-xl-base-1.0``), a local folder written
 by ``save_pretrained`` / ``huggingface-cli download --local-dir``, or ``"tiny"`` (and, for some families,
-``"tiny-<flavour>"``): the same diffusers classes built from small config dicts with random weights drawn
-from a fixed seed, with tokenizers built in code, for tests and CI recipes (no download, seconds on a CPU).
+``"tiny-<flavour>"``): the same diffusers classes built from small config dicts (``backbones/tiny.py``).
+A family states its pipeline class(es), its tiny flavours and the constructor arguments that pick components;
+its typed ``__init__`` (what ``LightningCLI``'s ``init_args`` configure) is one call, ``self._build(locals())``.
 
 Conditions are prompts (``str``) or dicts ``{"prompt": ..., "negative_prompt": ...}`` (both JSON records);
 an encoded batch is ``{"pos": ..., "neg": ...}``: the prompt's encoding and the encoding the pipeline uses
@@ -21,36 +22,33 @@ does it). :meth:`null_conditions` swaps the negative in.
 
 from __future__ import annotations
 
-import gzip
-from collections.abc import Callable, Sequence
-from functools import cache
-from pathlib import Path
+import inspect
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from typing import Any, ClassVar
 
 import torch
 
 from lightning_search.backbones.base import Backbone, Cond
+from lightning_search.backbones.loading import DTYPES, load_component, load_pipeline, resolve_dtype
 from lightning_search.backbones.schedules import VPSchedule
+from lightning_search.backbones.tiny import (
+    TINY_SEED,
+    tiny_clip_text_config,
+    tiny_clip_tokenizer,
+    tiny_modules,
+    tiny_t5_encoder,
+    tiny_t5_tokenizer,
+    tiny_vae,
+)
 from lightning_search.errors import CheckpointError, ConfigurationError, lookup
 
-TINY_SEED = 0
-
-DTYPES: dict[str, torch.dtype] = {
-    "float32": torch.float32,
-    "fp32": torch.float32,
-    "float16": torch.float16,
-    "fp16": torch.float16,
-    "bfloat16": torch.bfloat16,
-    "bf16": torch.bfloat16,
-}
-
-
-def resolve_dtype(name: str | torch.dtype | None) -> torch.dtype | None:
-    """``"bfloat16"`` -> ``torch.bfloat16`` (None stays None: the weights' own dtype)."""
-    if name is None or isinstance(name, torch.dtype):
-        return name
-    return lookup(DTYPES, "dtype", str(name).removeprefix("torch."))
-
+# the loading helpers and tiny-twin parts, importable from here as before they had files of their own
+__all__ = [
+    "DTYPES", "SCHEDULER_NAMES", "TINY_SEED", "PipelineBackbone", "load_component", "load_pipeline", "make_scheduler",
+    "resolve_dtype", "split_prompts", "tiny_clip_text_config", "tiny_clip_tokenizer", "tiny_modules",
+    "tiny_t5_encoder", "tiny_t5_tokenizer", "tiny_vae", "upcast_vae",
+]  # fmt: skip
 
 # The schedulers the scheduler sampler can start and stop anywhere (see sampling/scheduler.py), by the names
 # a backbone's ``scheduler:`` takes; the stochastic ones (ddpm, euler_ancestral, dpmsolver++_sde) get their
@@ -67,6 +65,10 @@ SCHEDULER_NAMES: dict[str, str] = {
 }
 ALGORITHM_TYPES = {"dpmsolver++": "dpmsolver++", "dpmsolver++_sde": "sde-dpmsolver++"}
 
+# constructor arguments passed through to ``from_pretrained``; the rest are settings (see PipelineBackbone)
+LOAD_ARGUMENTS = ("torch_dtype", "variant", "revision", "local_files_only")
+BASE_SETTINGS: dict[str, Any] = {"scheduler": None, "height": None, "width": None}
+
 
 def make_scheduler(name: str, config: Any):
     """A scheduler of the named class built from another scheduler's config (the usual diffusers swap)."""
@@ -75,192 +77,6 @@ def make_scheduler(name: str, config: Any):
     cls = getattr(diffusers, lookup(SCHEDULER_NAMES, "scheduler", name))
     overrides = {"algorithm_type": ALGORITHM_TYPES[name]} if name in ALGORITHM_TYPES else {}
     return cls.from_config(config, **overrides)
-
-
-def _looks_like_path(pretrained: str) -> bool:
-    return pretrained.startswith((".", "/", "~")) or "\\" in pretrained or pretrained.count("/") > 1
-
-
-def load_pipeline(
-    pipeline_class: type,
-    pretrained: str,
-    *,
-    torch_dtype: str | torch.dtype | None = None,
-    variant: str | None = None,
-    revision: str | None = None,
-    local_files_only: bool = False,
-    **components: Any,
-):
-    """``pipeline_class.from_pretrained(pretrained, dtype, variant, ...)`` with errors a user can act on.
-
-    ``pretrained``: a local folder (``model_index.json`` inside) or a hub id. A hub id that cannot be fetched
-    (no network, ``HF_HUB_OFFLINE=1``, gated, misspelt) raises :class:`CheckpointError` naming the id and
-    showing how to download it once and pass the folder instead.
-    """
-    path = Path(pretrained).expanduser()
-    if path.exists():
-        if not (path / "model_index.json").is_file():
-            raise CheckpointError(
-                f"{str(path)!r} is not a diffusers pipeline folder (no model_index.json inside); pass the folder "
-                f"written by `pipe.save_pretrained(folder)` or `huggingface-cli download <id> --local-dir <folder>`"
-            )
-        source = str(path)
-    elif _looks_like_path(pretrained):
-        raise CheckpointError(f"pipeline folder {pretrained!r} does not exist")
-    else:
-        source = pretrained
-    kwargs: dict[str, Any] = {"variant": variant, "revision": revision, "local_files_only": local_files_only}
-    dtype = resolve_dtype(torch_dtype)
-    if dtype is not None:
-        # diffusers >= 0.36 renamed torch_dtype to dtype (the old name still works, with a deprecation warning)
-        kwargs["dtype" if _accepts_dtype() else "torch_dtype"] = dtype
-    try:
-        return pipeline_class.from_pretrained(source, **kwargs, **components)
-    except (OSError, ValueError) as err:
-        name = source.rstrip("/").split("/")[-1]
-        raise CheckpointError(
-            f"could not load the pipeline {source!r} ({type(err).__name__}: {str(err).splitlines()[0][:300]}). "
-            f"Without network access (or with HF_HUB_OFFLINE=1) a hub id cannot be fetched: download it once "
-            f"where there is network, e.g. `huggingface-cli download {source} --local-dir /models/{name}`, then pass "
-            f"the folder: `pretrained: /models/{name}` (for a gated model, accept its licence on the hub and "
-            f"`huggingface-cli login` first). Use `pretrained: tiny` for the random offline twin."
-        ) from err
-
-
-@cache
-def _accepts_dtype() -> bool:
-    try:
-        from diffusers.utils import deprecation_utils
-
-        return hasattr(deprecation_utils, "_resolve_dtype")
-    except ImportError:
-        return False
-
-
-def load_component(model_class: type, source: str, subfolder: str | None, **kwargs: Any):
-    """One model (e.g. a fine-tuned UNet) from a hub id or folder, with the same error handling."""
-    path = Path(source).expanduser()
-    dtype = resolve_dtype(kwargs.pop("torch_dtype", None))
-    if dtype is not None:
-        kwargs["dtype" if _accepts_dtype() else "torch_dtype"] = dtype
-    try:
-        return model_class.from_pretrained(str(path) if path.exists() else source, subfolder=subfolder, **kwargs)
-    except (OSError, ValueError) as err:
-        raise CheckpointError(
-            f"could not load {model_class.__name__} from {source!r} (subfolder {subfolder!r}): "
-            f"{str(err).splitlines()[0][:300]}. Download it once with `huggingface-cli download {source} "
-            f"--local-dir <folder>` and pass the folder instead."
-        ) from err
-
-
-def tiny_modules(build: Callable[[], Any], seed: int = TINY_SEED) -> Any:
-    """Run ``build`` with the CPU generator seeded, leaving the global generator as it was."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return build()
-
-
-# -- tokenizers built in code (no files): real CLIP BPE merges, a small T5 unigram vocabulary ------------
-
-
-@cache
-def _clip_merges() -> tuple[tuple[str, str], ...]:
-    from importlib.resources import files
-
-    text = gzip.open(files("open_clip") / "bpe_simple_vocab_16e6.txt.gz").read().decode("utf-8")
-    # the first line is a header; 49152 - 256 - 2 merges follow (as open_clip's SimpleTokenizer reads them)
-    return tuple(tuple(line.split()) for line in text.split("\n")[1 : 49152 - 256 - 2 + 1])
-
-
-def tiny_clip_tokenizer(num_merges: int = 2000, model_max_length: int = 77, pad_token: str = "<|endoftext|>"):
-    """CLIP's byte-level BPE with its first ``num_merges`` merges: real CLIP tokenisation of common words,
-    a vocabulary of ``514 + num_merges`` ids (the text encoder's ``vocab_size``)."""
-    from open_clip.tokenizer import bytes_to_unicode
-    from transformers import CLIPTokenizer
-
-    merges = list(_clip_merges()[:num_merges])
-    base = list(bytes_to_unicode().values())
-    vocab = base + [v + "</w>" for v in base] + ["".join(m) for m in merges] + ["<|startoftext|>", "<|endoftext|>"]
-    return CLIPTokenizer(
-        vocab={v: i for i, v in enumerate(vocab)},
-        merges=merges,
-        model_max_length=model_max_length,
-        pad_token=pad_token,
-    )
-
-
-_T5_WORDS = (
-    "a an the of and in on with to at by for from is are red blue green yellow black white brown pink purple "
-    "orange car dog cat bird horse cow person man woman boy girl tree house bench bowl table chair cup book "
-    "sign text two three four one left right top bottom above below next photo painting image"
-).split()
-
-
-def tiny_t5_tokenizer():
-    """A small SentencePiece-unigram T5 tokenizer (pad 0, eos 1, unk 2 as in T5) built from Python objects."""
-    from transformers import T5Tokenizer
-
-    chars = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,;:!?'\"-()"
-    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -2.0)]
-    vocab += [(c, -4.0) for c in chars] + [("\u2581" + w, -1.0) for w in _T5_WORDS]
-    return T5Tokenizer(vocab=vocab, extra_ids=0)
-
-
-def tiny_clip_text_config(tokenizer, hidden_size: int = 32, projection_dim: int | None = None) -> dict:
-    """CLIPTextConfig kwargs of a 2-layer text encoder matching ``tokenizer``'s ids."""
-    config = {
-        "vocab_size": len(tokenizer),
-        "hidden_size": hidden_size,
-        "intermediate_size": 2 * hidden_size,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 2,
-        "max_position_embeddings": tokenizer.model_max_length,
-        "bos_token_id": tokenizer.bos_token_id,
-        "eos_token_id": tokenizer.eos_token_id,
-        "pad_token_id": tokenizer.pad_token_id,
-        "hidden_act": "gelu",
-    }
-    if projection_dim is not None:
-        config["projection_dim"] = projection_dim
-    return config
-
-
-def tiny_t5_encoder(tokenizer, d_model: int = 32):
-    from transformers import T5Config, T5EncoderModel
-
-    config = T5Config(
-        vocab_size=len(tokenizer),
-        d_model=d_model,
-        d_kv=8,
-        d_ff=2 * d_model,
-        num_layers=2,
-        num_heads=2,
-        relative_attention_num_buckets=8,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        decoder_start_token_id=tokenizer.pad_token_id,
-    )
-    return T5EncoderModel(config)
-
-
-def tiny_vae(latent_channels: int = 4, **kwargs: Any):
-    """A 2-level AutoencoderKL (8x fewer channels than SD's, a 2x downsampling: vae_scale_factor 2)."""
-    from diffusers import AutoencoderKL
-
-    return AutoencoderKL(
-        block_out_channels=[8, 16],
-        in_channels=3,
-        out_channels=3,
-        down_block_types=["DownEncoderBlock2D"] * 2,
-        up_block_types=["UpDecoderBlock2D"] * 2,
-        latent_channels=latent_channels,
-        norm_num_groups=8,
-        sample_size=32,
-        **kwargs,
-    )
-
-
-# -- conditions -------------------------------------------------------------------------------------------
 
 
 def split_prompts(conditions: Sequence[Any]) -> tuple[list[str], list[str | None]]:
@@ -282,36 +98,104 @@ def split_prompts(conditions: Sequence[Any]) -> tuple[list[str], list[str | None
     return prompts, negatives
 
 
+@contextmanager
+def upcast_vae(vae) -> Iterator[bool]:
+    """Run the block with the VAE in float32 if it is float16 with ``force_upcast`` (SDXL's VAE overflows in
+    float16), then cast it back, even on error; yields whether it upcast. The SDXL pipelines do the same around
+    decoding (``upcast_vae`` in ``__call__``) and encoding (``_encode_vae_image`` of img2img / inpainting), and
+    diffusers' SDXL training scripts keep that VAE in float32 to encode."""
+    upcast = vae.dtype == torch.float16 and bool(getattr(vae.config, "force_upcast", False))
+    if upcast:
+        vae.to(torch.float32)
+    try:
+        yield upcast
+    finally:
+        if upcast:
+            vae.to(torch.float16)
+
+
 class PipelineBackbone(Backbone):
     """A :class:`Backbone` around a diffusers pipeline (see the module docstring).
 
-    Subclasses set ``components`` (pipeline attribute names, denoiser first), ``tiny_flavours`` (name ->
-    builder of a tiny pipeline), and implement :meth:`encode_prompts` (or :meth:`encode_conditions`),
-    :meth:`call_network`, :meth:`decode`, :meth:`encode_images` and :meth:`latent_shape`.
+    A family sets ``pipeline_classes`` (the diffusers pipeline class names a checkpoint of it may hold: one is
+    loaded as itself, several through ``DiffusionPipeline`` and checked), ``components`` (pipeline attribute
+    names, denoiser first), ``tiny_flavours`` (name -> builder of a tiny pipeline), optionally
+    ``pretrained_kwargs`` (fixed ``from_pretrained`` arguments) and ``component_arguments`` (constructor
+    arguments that :meth:`_replacements` turns into pipeline components), and implements
+    :meth:`encode_prompts` (or :meth:`encode_conditions`), :meth:`call_network` and :meth:`_native_size`.
+
+    Every other constructor argument is a *setting*: stored as the attribute of its name (the default taken from
+    the ``__init__`` signature, so :meth:`from_pipeline` and the constructor agree), then :meth:`_configure`
+    derives what depends on the pipeline.
     """
 
+    pipeline_classes: ClassVar[tuple[str, ...]] = ()
     components: ClassVar[tuple[str, ...]] = ()
     tiny_flavours: ClassVar[dict[str, Callable[[], Any]]] = {}
+    pretrained_kwargs: ClassVar[dict[str, Any]] = {}
+    component_arguments: ClassVar[tuple[str, ...]] = ()
+    force_upcast_vae: ClassVar[bool] = False  # SDXL: the VAE in float32 when float16 would overflow
     lora_target_modules = ["to_k", "to_q", "to_v", "to_out.0"]
     # the pipelines decide "do classifier-free guidance" by guidance_scale > 1 (the sampler by != 1)
 
+    # -- loading ----------------------------------------------------------------------------------------------
     @classmethod
-    def from_pipeline(cls, pipe: Any, **kwargs: Any) -> PipelineBackbone:
+    def from_pipeline(cls, pipe: Any, **settings: Any) -> PipelineBackbone:
         """Wrap an existing pipeline object (e.g. one a test calls directly), sharing its modules."""
         self = cls.__new__(cls)
-        self._setup(pipe, **kwargs)
+        self._setup(pipe, **settings)
         return self
 
-    @classmethod
-    def _load(cls, pretrained: str, pipeline_class: type, **kwargs: Any):
-        if pretrained.startswith("tiny"):
-            builder = lookup(cls.tiny_flavours, f"tiny {cls.__name__} flavour", pretrained)
-            pipe = tiny_modules(builder)
-            dtype = resolve_dtype(kwargs.get("torch_dtype"))
-            return pipe.to(dtype=dtype) if dtype is not None else pipe
-        return load_pipeline(pipeline_class, pretrained, **kwargs)
+    def _build(self, arguments: dict[str, Any]) -> None:
+        """The body of every family's ``__init__``, given its ``locals()``: load the pipeline, then wrap it."""
+        settings = {k: v for k, v in arguments.items() if k not in ("self", "__class__")}
+        pretrained = settings.pop("pretrained")
+        load = {k: settings.pop(k) for k in LOAD_ARGUMENTS}
+        chosen = {k: settings.pop(k) for k in self.component_arguments}
+        replacements = self._replacements(load["torch_dtype"], **chosen)
+        self._setup(self._load(pretrained, replacements, **load), **settings)
 
-    def _setup(self, pipe: Any, *, scheduler: str | None = None, height: int | None = None, width: int | None = None):
+    @classmethod
+    def _replacements(cls, torch_dtype: str | None, **chosen: Any) -> dict[str, Any]:
+        """Pipeline components chosen by ``component_arguments`` (a loaded model, or None to leave one out)."""
+        return {}
+
+    @classmethod
+    def _load(cls, pretrained: str, replacements: dict[str, Any], **load: Any):
+        """The tiny twin of that flavour, or ``from_pretrained`` of the family's pipeline class."""
+        import diffusers
+
+        if pretrained.startswith("tiny"):
+            pipe = tiny_modules(lookup(cls.tiny_flavours, f"tiny {cls.__name__} flavour", pretrained))
+            if replacements:
+                pipe.register_modules(**replacements)
+            dtype = resolve_dtype(load.get("torch_dtype"))
+            return pipe.to(dtype=dtype) if dtype is not None else pipe
+        classes = tuple(getattr(diffusers, name) for name in cls.pipeline_classes)
+        loader = classes[0] if len(classes) == 1 else diffusers.DiffusionPipeline
+        pipe = load_pipeline(loader, pretrained, **load, **cls.pretrained_kwargs, **replacements)
+        if not isinstance(pipe, classes):  # DiffusionPipeline builds the class model_index.json names
+            raise CheckpointError(
+                f"{pretrained!r} holds a {type(pipe).__name__}; {cls.__name__} takes {' or '.join(cls.pipeline_classes)}"
+            )
+        return pipe
+
+    @classmethod
+    def _settings(cls, given: dict[str, Any]) -> dict[str, Any]:
+        """``given`` over the defaults of the family's ``__init__`` (``scheduler``, ``height``, ``width`` always)."""
+        skip = {"self", "pretrained", *LOAD_ARGUMENTS, *cls.component_arguments}
+        signature = inspect.signature(cls.__init__).parameters.values()
+        defaults = {**BASE_SETTINGS, **{p.name: p.default for p in signature if p.name not in skip
+                                        and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}}  # fmt: skip
+        unknown = sorted(set(given) - set(defaults))
+        if unknown:
+            raise ConfigurationError(
+                f"{cls.__name__} has no setting {', '.join(unknown)}; its settings: {', '.join(defaults)}"
+            )
+        return {**defaults, **given}
+
+    def _setup(self, pipe: Any, **settings: Any) -> None:
+        values = self._settings(settings)
         Backbone.__init__(self)
         for name in self.components:
             module = getattr(pipe, name, None)
@@ -321,9 +205,16 @@ class PipelineBackbone(Backbone):
                 module.requires_grad_(False)  # text encoders and the VAE are frozen; the denoiser is trained
             setattr(self, name, module.eval())
         self.__dict__["pipe"] = pipe  # a plain attribute: its modules are registered above
+        scheduler, height, width = (values.pop(k) for k in BASE_SETTINGS)
+        for name, value in values.items():
+            setattr(self, name, value)
         if scheduler is not None:
             self.set_scheduler(scheduler)
         self.height, self.width = self._default_size(height, width)
+        self._configure()
+
+    def _configure(self) -> None:
+        """Settings derived from the pipeline and the other settings (after size and scheduler are set)."""
 
     # -- scheduler and schedule -----------------------------------------------------------------------------
     @property
@@ -373,11 +264,27 @@ class PipelineBackbone(Backbone):
     def call_network(self, x: torch.Tensor, timestep: torch.Tensor, cond: Cond) -> torch.Tensor:
         """One network call exactly as the pipeline makes it: ``x`` is the scheduler-scaled model input
         (B, *latent_shape), ``timestep`` the scheduler's own timestep (0-dim or (B,)); ``cond`` an encoded
-        batch (its ``pos`` half is used) -> the model output of ``prediction_type`` (B, *latent_shape)."""
+        batch (its ``pos`` half is used) -> the model output of ``prediction_type`` (B, *latent_shape).
+
+        The network is called with ``return_dict=False`` and returns a tensor, so forward hooks and full
+        backward hooks on it see the graph (a dataclass output hides it from ``register_full_backward_hook``).
+        """
         raise NotImplementedError
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: Cond) -> torch.Tensor:
         return self.call_network(x_t, self.network_timestep(t), cond)
+
+    @staticmethod
+    def _batch_timestep(timestep: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """A 0-dim or (B,) timestep -> (B,) on x's device, as the pipelines broadcast ``t`` to the batch."""
+        timestep = torch.as_tensor(timestep, device=x.device)
+        return (timestep[None] if timestep.dim() == 0 else timestep).expand(x.shape[0])
+
+    @staticmethod
+    def _drop_learned_variance(out: torch.Tensor, net: torch.nn.Module) -> torch.Tensor:
+        """PixArt and DiT predict (epsilon, variance) stacked on channels: keep epsilon, as their pipelines."""
+        channels = net.config.in_channels
+        return out[:, :channels] if net.config.out_channels // 2 == channels else out
 
     # -- conditions -----------------------------------------------------------------------------------------
     def encode_prompts(self, prompts: list[str], negatives: list[str | None]) -> tuple[Cond, Cond]:
@@ -393,14 +300,74 @@ class PipelineBackbone(Backbone):
     def null_conditions(self, cond: Cond) -> Cond:
         return {"pos": cond["neg"], "neg": cond["neg"]}
 
-    # -- images ---------------------------------------------------------------------------------------------
-    def _default_size(self, height: int | None, width: int | None) -> tuple[int, int]:
+    # -- images and latents -----------------------------------------------------------------------------------
+    def _native_size(self) -> tuple[int, int]:
+        """(default image size in pixels, the multiple height and width must be)."""
         raise NotImplementedError
+
+    def _default_size(self, height: int | None, width: int | None) -> tuple[int, int]:
+        default, multiple = self._native_size()
+        height, width = height or default, width or default
+        if height % multiple or width % multiple:
+            raise ConfigurationError(
+                f"{type(self).__name__} needs height and width multiples of {multiple}, got {height}x{width}"
+            )
+        return height, width
 
     @property
     def vae_scale_factor(self) -> int:
         factor = getattr(self.pipe, "vae_scale_factor", None)  # DiTPipeline has none
         return int(factor or 2 ** (len(self.pipe.vae.config.block_out_channels) - 1))
+
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        """(the denoiser's input channels, height / f, width / f) with f the VAE's downsampling."""
+        f = self.vae_scale_factor
+        return (getattr(self, self.components[0]).config.in_channels, self.height // f, self.width // f)
+
+    def decode(self, x0: torch.Tensor) -> torch.Tensor:
+        """x0 (B, *latent_shape) -> images (B, 3, H, W) in [0, 1]: ``vae.decode`` of the unscaled latents, then the
+        pipeline's image processor (SDXL: in a float32 VAE where float16 would overflow, as its pipeline)."""
+        vae = self.vae
+        with upcast_vae(vae) if self.force_upcast_vae else nullcontext():
+            image = vae.decode(self._unscale_latents(x0.to(vae.dtype)), return_dict=False)[0]
+        return self._postprocess(image)
+
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """Images (B, 3, H, W) in [0, 1] -> x0 (B, *latent_shape) in the VAE's dtype: the posterior mode, scaled
+        as decode's inverse (SDXL: encoded in float32 where float16 would overflow, as decoding)."""
+        vae = self.vae
+        dtype = vae.dtype
+        with upcast_vae(vae) if self.force_upcast_vae else nullcontext():
+            z = self._vae_encode(images)
+        return self._scale_latents(z.to(dtype))  # as the pipelines' _encode_vae_image: back in the VAE's dtype
+
+    def _latents_mean_std(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | tuple[None, None]:
+        config = self.vae.config
+        mean, std = getattr(config, "latents_mean", None), getattr(config, "latents_std", None)
+        if mean is None or std is None:
+            return None, None
+        return torch.tensor(mean).view(1, -1, 1, 1).to(like), torch.tensor(std).view(1, -1, 1, 1).to(like)
+
+    def _unscale_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """x0 -> what the VAE decodes, as the pipelines write it: ``x0 * std / scaling_factor + mean`` for a VAE
+        with latents_mean/std (SDXL's pipeline), else ``x0 / scaling_factor (+ shift_factor)`` (SD3, FLUX)."""
+        config = self.vae.config
+        mean, std = self._latents_mean_std(latents)
+        if mean is not None:
+            return latents * std / config.scaling_factor + mean
+        latents = latents / config.scaling_factor
+        shift = getattr(config, "shift_factor", None)
+        return latents if shift is None else latents + shift
+
+    def _scale_latents(self, z: torch.Tensor) -> torch.Tensor:
+        """The VAE posterior's mode -> x0: the inverse of :meth:`_unscale_latents`."""
+        config = self.vae.config
+        mean, std = self._latents_mean_std(z)
+        if mean is not None:
+            return (z - mean) * config.scaling_factor / std
+        shift = getattr(config, "shift_factor", None)
+        return (z if shift is None else z - shift) * config.scaling_factor
 
     def _postprocess(self, image: torch.Tensor) -> torch.Tensor:
         """VAE output in [-1, 1] -> (B, 3, H, W) float32 in [0, 1], through the pipeline's image processor."""

@@ -16,59 +16,8 @@ from __future__ import annotations
 import torch
 
 from lightning_search.backbones.base import Cond
-from lightning_search.backbones.pipeline import (
-    PipelineBackbone,
-    load_pipeline,
-    resolve_dtype,
-    tiny_modules,
-    tiny_t5_encoder,
-    tiny_t5_tokenizer,
-    tiny_vae,
-)
-from lightning_search.errors import CheckpointError, ConfigurationError, lookup
-
-
-def _tiny_pixart(pipeline_name: str):
-    import diffusers
-    from diffusers import DPMSolverMultistepScheduler, PixArtTransformer2DModel
-
-    tokenizer = tiny_t5_tokenizer()
-    transformer = PixArtTransformer2DModel(
-        sample_size=16,
-        num_layers=2,
-        patch_size=2,
-        attention_head_dim=8,
-        num_attention_heads=2,
-        caption_channels=32,
-        in_channels=4,
-        cross_attention_dim=16,
-        out_channels=8,  # learned variance, as the real models
-        attention_bias=True,
-        activation_fn="gelu-approximate",
-        num_embeds_ada_norm=1000,
-        norm_type="ada_norm_single",
-        norm_elementwise_affine=False,
-        norm_eps=1e-6,
-    )
-    # PixArt's published scheduler: DPM-Solver++ (2nd order) on the linear-beta DDPM schedule
-    scheduler = DPMSolverMultistepScheduler(beta_schedule="linear", beta_start=0.0001, beta_end=0.02)
-    return getattr(diffusers, pipeline_name)(
-        tokenizer=tokenizer,
-        text_encoder=tiny_t5_encoder(tokenizer, 32),
-        vae=tiny_vae(),
-        transformer=transformer,
-        scheduler=scheduler,
-    )
-
-
-def tiny_pixart_sigma_pipeline():
-    """A random PixArtSigmaPipeline at 32 x 32 px (latents 4 x 16 x 16)."""
-    return _tiny_pixart("PixArtSigmaPipeline")
-
-
-def tiny_pixart_alpha_pipeline():
-    """A random PixArtAlphaPipeline at 32 x 32 px."""
-    return _tiny_pixart("PixArtAlphaPipeline")
+from lightning_search.backbones.pipeline import PipelineBackbone
+from lightning_search.backbones.tiny import tiny_pixart_alpha_pipeline, tiny_pixart_sigma_pipeline
 
 
 class PixArtBackbone(PipelineBackbone):
@@ -84,6 +33,7 @@ class PixArtBackbone(PipelineBackbone):
         torch_dtype, variant, revision, local_files_only: passed to ``from_pretrained``.
     """
 
+    pipeline_classes = ("PixArtSigmaPipeline", "PixArtAlphaPipeline")
     components = ("transformer", "vae", "text_encoder")
     tiny_flavours = {"tiny": tiny_pixart_sigma_pipeline, "tiny-sigma": tiny_pixart_sigma_pipeline,
                      "tiny-alpha": tiny_pixart_alpha_pipeline}  # fmt: skip
@@ -101,54 +51,17 @@ class PixArtBackbone(PipelineBackbone):
         revision: str | None = None,
         local_files_only: bool = False,
     ) -> None:
-        from diffusers import DiffusionPipeline, PixArtAlphaPipeline, PixArtSigmaPipeline
+        self._build(locals())
 
-        if pretrained.startswith("tiny"):
-            pipe = tiny_modules(lookup(self.tiny_flavours, "tiny PixArt flavour", pretrained))
-            dtype = resolve_dtype(torch_dtype)
-            pipe = pipe.to(dtype=dtype) if dtype is not None else pipe
-        else:
-            pipe = load_pipeline(
-                DiffusionPipeline,
-                pretrained,
-                torch_dtype=torch_dtype,
-                variant=variant,
-                revision=revision,
-                local_files_only=local_files_only,
-            )
-            if not isinstance(pipe, (PixArtAlphaPipeline, PixArtSigmaPipeline)):
-                raise CheckpointError(f"{pretrained!r} holds a {type(pipe).__name__}, not a PixArt pipeline")
-        self._setup(
-            pipe,
-            scheduler=scheduler,
-            height=height,
-            width=width,
-            max_sequence_length=max_sequence_length,
-            clean_caption=clean_caption,
-        )
-
-    def _setup(self, pipe, **kwargs):
+    def _configure(self) -> None:
         from diffusers import PixArtSigmaPipeline
 
-        max_sequence_length = kwargs.pop("max_sequence_length", None)
-        self.clean_caption = kwargs.pop("clean_caption", True)
-        super()._setup(pipe, **kwargs)
-        self.is_sigma = isinstance(pipe, PixArtSigmaPipeline)
-        self.max_sequence_length = max_sequence_length or (300 if self.is_sigma else 120)
+        self.is_sigma = isinstance(self.pipe, PixArtSigmaPipeline)
+        self.max_sequence_length = self.max_sequence_length or (300 if self.is_sigma else 120)
 
-    def _default_size(self, height, width):
-        f = self.vae_scale_factor
-        default = self.pipe.transformer.config.sample_size * f
-        height, width = height or default, width or default
-        multiple = f * self.pipe.transformer.config.patch_size
-        if height % multiple or width % multiple:
-            raise ConfigurationError(f"height and width must be multiples of {multiple}, got {height}x{width}")
-        return height, width
-
-    @property
-    def latent_shape(self) -> tuple[int, ...]:
-        f = self.vae_scale_factor
-        return (self.transformer.config.in_channels, self.height // f, self.width // f)
+    def _native_size(self) -> tuple[int, int]:
+        f, config = self.vae_scale_factor, self.pipe.transformer.config
+        return config.sample_size * f, f * config.patch_size
 
     def encode_prompts(self, prompts: list[str], negatives: list[str | None]) -> tuple[Cond, Cond]:
         pe, pm, ne, nm = self.pipe.encode_prompt(
@@ -170,26 +83,13 @@ class PixArtBackbone(PipelineBackbone):
         return {"resolution": resolution, "aspect_ratio": aspect_ratio}
 
     def call_network(self, x: torch.Tensor, timestep: torch.Tensor, cond: Cond) -> torch.Tensor:
-        pos = cond["pos"]
-        net = self.transformer
-        timestep = torch.as_tensor(timestep, device=x.device)
-        timestep = (timestep[None] if timestep.dim() == 0 else timestep).expand(x.shape[0])
+        pos, net = cond["pos"], self.transformer
         out = net(
             x.to(net.dtype),
             encoder_hidden_states=pos["prompt_embeds"],
             encoder_attention_mask=pos["attention_mask"],
-            timestep=timestep,
+            timestep=self._batch_timestep(timestep, x),
             added_cond_kwargs=self._added_cond_kwargs(x.shape[0], pos["prompt_embeds"]),
             return_dict=False,
         )[0]
-        if net.config.out_channels // 2 == net.config.in_channels:  # learned variance: keep epsilon
-            out = out.chunk(2, dim=1)[0]
-        return out
-
-    def decode(self, x0: torch.Tensor) -> torch.Tensor:
-        vae = self.vae
-        image = vae.decode(x0.to(vae.dtype) / vae.config.scaling_factor, return_dict=False)[0]
-        return self._postprocess(image)
-
-    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        return self._vae_encode(images) * self.vae.config.scaling_factor
+        return self._drop_learned_variance(out, net)

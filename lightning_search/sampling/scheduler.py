@@ -64,12 +64,14 @@ def check_scheduler(backbone: Backbone) -> Any:
 
 def is_stochastic(scheduler: Any) -> bool:
     """Whether the scheduler's ``step`` adds noise (and so needs per-row generators)."""
-    config = scheduler.config
-    return (
-        type(scheduler).__name__ in STOCHASTIC
-        or str(config.get("algorithm_type", "")).startswith("sde")
-        or bool(config.get("stochastic_sampling", False))
-    )
+    # read each flag only where the class has it: from_config carries a swapped-out class's keys along
+    # (a DDIM built from a DPM-Solver++ SDE config still holds algorithm_type "sde-dpmsolver++")
+    config, name = scheduler.config, type(scheduler).__name__
+    sde = name in ("DPMSolverMultistepScheduler", "DPMSolverSinglestepScheduler") and str(
+        config.get("algorithm_type", "")
+    ).startswith("sde")
+    flow_noise = name == "FlowMatchEulerDiscreteScheduler" and bool(config.get("stochastic_sampling", False))
+    return name in STOCHASTIC or sde or flow_noise
 
 
 def fresh_scheduler(backbone: SchedulerDriven, steps: int, device: torch.device | None = None) -> Any:

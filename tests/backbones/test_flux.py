@@ -1,11 +1,14 @@
 """FLUX.1 (dev-like with the guidance embedding, and schnell): FlowMatchEuler sampling reproduces the pipeline,
-with packed latents and the resolution-dependent shift."""
+with packed latents and the resolution-dependent shift; so do DPM-Solver++ and UniPC on flow sigmas."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
+from lightning_search.backbones.flux import FluxBackbone
 from lightning_search.backbones.schedules import FlowSchedule
+from lightning_search.errors import UnknownNameError
 from lightning_search.sampling import Sampler
 from tests.backbones.helpers import PARITY_ATOL, PROMPTS, framework_images, max_abs_diff, noise_for
 
@@ -90,3 +93,64 @@ def test_flux_latents_images_and_lora_targets(flux):
     assert decoded.shape == images.shape
     names = [n for n, _ in flux.transformer.named_modules()]
     assert all(any(n.endswith(target) for n in names) for target in flux.lora_target_modules)
+
+
+def _documented_flow_swap(name: str, config: dict, **overrides):
+    """diffusers' documented swap for a flow model, written out: the multistep solver from the pipeline's
+    scheduler config, on flow sigmas, predicting the flow, with the pipeline's shift."""
+    import diffusers
+
+    cls = {"dpmsolver++": diffusers.DPMSolverMultistepScheduler, "unipc": diffusers.UniPCMultistepScheduler}[name]
+    settings = {"use_flow_sigmas": True, "prediction_type": "flow_prediction", "flow_shift": config["shift"]}
+    return cls.from_config({**config, **settings, **overrides})
+
+
+@pytest.mark.parametrize(("family", "name"), [("flux", "dpmsolver++"), ("flux", "unipc"), ("flux_schnell", "unipc")])
+def test_flux_multistep_solvers_on_flow_sigmas_match_the_pipeline(request, family, name):
+    """``set_scheduler("dpmsolver++" | "unipc")`` on FLUX samples as FluxPipeline does with the documented swap:
+    on flow sigmas, with dev's resolution-dependent shift (``mu``, so ``flow_shift = exp(mu)``)."""
+    backbone = request.getfixturevalue(family)
+    noise, steps, original = noise_for(backbone, 2, seed=5), 5, backbone.scheduler  # put back by conftest
+    backbone.set_scheduler(name)
+    config = backbone.scheduler.config
+    assert config.use_flow_sigmas and config.prediction_type == "flow_prediction"
+    assert config.use_dynamic_shifting == original.config.use_dynamic_shifting
+    ours, out = framework_images(backbone, PROMPTS, noise, steps)
+    backbone.pipe.scheduler = _documented_flow_swap(name, dict(original.config))
+    ref = _pipe_images(backbone, PROMPTS, noise, steps, backbone.guidance)
+    assert max_abs_diff(ours, ref) <= PARITY_ATOL and out.nfe == steps
+    assert max_abs_diff(ref[0], ref[1]) > 1e-2  # the tiny model is not degenerate: prompts and noises matter
+
+
+def test_flux_schnell_dpm_solver_runs_where_the_pipeline_cannot(flux_schnell):
+    """FluxPipeline always passes ``mu`` to ``set_timesteps``, and DPM-Solver++ asserts ``use_dynamic_shifting``
+    when given one: the pipeline cannot run it on schnell's fixed-shift config. The backbone passes ``mu`` only
+    under dynamic shifting; its samples equal the pipeline's with a DPM scheduler whose dynamic shift is zero
+    (base and max shift 0, so mu = 0 and flow_shift = exp(0) = 1: schnell's shift)."""
+    noise, steps, original = noise_for(flux_schnell, 2, seed=6), 4, flux_schnell.scheduler
+    flux_schnell.set_scheduler("dpmsolver++")
+    assert not flux_schnell.scheduler.config.use_dynamic_shifting
+    with pytest.raises(AssertionError):
+        _pipe_images(flux_schnell, PROMPTS, noise, steps, 0.0)
+    ours, _ = framework_images(flux_schnell, PROMPTS, noise, steps)
+    grid = flux_schnell.scheduler_times(_fresh(flux_schnell, steps))
+    zero_shift = {**dict(original.config), "base_shift": 0.0, "max_shift": 0.0}
+    flux_schnell.pipe.scheduler = _documented_flow_swap("dpmsolver++", zero_shift, use_dynamic_shifting=True)
+    ref = _pipe_images(flux_schnell, PROMPTS, noise, steps, 0.0)
+    assert max_abs_diff(ours, ref) <= PARITY_ATOL
+    # diffusers' flow sigmas at shift 1: 1 - linspace(1, 1 / 1000, n + 1), reversed, the last dropped, then 0
+    alphas = torch.linspace(1.0, 1 / 1000, steps + 1, dtype=torch.float64)
+    assert grid == pytest.approx([1 - float(a) for a in alphas.flip(0)[:-1]] + [0.0], abs=1e-6)
+
+
+def test_flux_scheduler_argument_and_vp_schedulers_refused():
+    schnell = FluxBackbone("tiny-schnell", height=32, width=32, max_sequence_length=16, scheduler="unipc")
+    assert type(schnell.scheduler).__name__ == "UniPCMultistepScheduler" and schnell.scheduler.config.use_flow_sigmas
+    with pytest.raises(UnknownNameError, match="dpmsolver\\+\\+, flow_match_euler, unipc"):
+        schnell.set_scheduler("ddim")  # a VP scheduler would integrate the wrong ODE
+
+
+def _fresh(backbone, steps: int):
+    scheduler = type(backbone.scheduler).from_config(backbone.scheduler.config)
+    backbone.set_timesteps(scheduler, steps)
+    return scheduler

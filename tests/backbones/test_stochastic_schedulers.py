@@ -41,3 +41,12 @@ def test_stochastic_schedulers_match_the_pipeline_with_the_same_generators(sd, s
         unseeded = sd.decode(sampler.sample(sd, noise, sd.encode_conditions(PROMPTS), seeds=[21, 22]).x)
     assert max_abs_diff(ours, ref) <= PARITY_ATOL
     assert max_abs_diff(ours, unseeded) > 1e-2  # the step noises matter: the test can fail
+
+
+def test_a_deterministic_scheduler_swapped_in_from_a_stochastic_one_is_deterministic(sd):
+    """from_config keeps the old class's keys: DDIM built after DPM-Solver++ SDE still holds its
+    algorithm_type, and must not be taken for a stochastic scheduler."""
+    sd.set_scheduler("dpmsolver++_sde")
+    sd.set_scheduler("ddim")
+    assert str(sd.scheduler.config.get("algorithm_type")).startswith("sde")
+    assert not Sampler(solver="scheduler").stochastic(sd)
