@@ -76,7 +76,8 @@ def write_model_card(
         pipeline_tag="text-to-image" if pipeline and "Pipeline" in pipeline and "DiT" not in pipeline else None,
     )
     load = (
-        f"```python\nfrom diffusers import DiffusionPipeline\n\npipe = DiffusionPipeline.from_pretrained({base_model!r})\n"
+        f"```python\nfrom diffusers import DiffusionPipeline\n\npipe = DiffusionPipeline.from_pretrained("
+        f"{base_model!r if '/' in base_model else '<the base pipeline>'})\n"
         f'pipe.load_lora_weights("<this folder or repo>")\n```'
         if pipeline
         else "```python\nfrom lightning_search import DiffusionModule\n\n"

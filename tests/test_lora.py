@@ -134,9 +134,45 @@ def tiny_sd_with_adapter(tmp_path_factory):
     module = DiffusionModule(StableDiffusionBackbone("tiny", scheduler="ddim"), lora=LoraSettings(rank=4, alpha=8.0))
     _randomise_adapters(module.backbone)
     folder = tmp_path_factory.mktemp("sd_lora")
-    trainer = type("T", (), {"fast_dev_run": False, "is_global_zero": True})()
+    trainer = type("T", (), {"fast_dev_run": False, "is_global_zero": True, "datamodule": None, "global_step": 7,
+                             "callback_metrics": {"train/loss": torch.tensor(0.25)}})()  # fmt: skip
     SaveLoraAdapter(str(folder)).on_train_end(trainer, module)  # the callback that ends a fit
     return module, folder
+
+
+def test_the_adapter_folder_has_a_model_card(tiny_sd_with_adapter):
+    from huggingface_hub import ModelCard
+
+    _, folder = tiny_sd_with_adapter
+    card = ModelCard.load(folder / "README.md")
+    assert card.data.library_name == "diffusers" and "lora" in card.data.tags
+    text = card.text
+    assert "StableDiffusionPipeline" in text and "DenoisingLoss" in text and "Training steps:** 7" in text
+    assert "| train/loss | 0.25 |" in text and "| r | 4 |" in text and "pipe.load_lora_weights" in text
+
+
+def test_push_to_hub_is_off_by_default_and_uploads_when_asked(tiny_sd_with_adapter, monkeypatch, tmp_path):
+    import huggingface_hub
+
+    calls = []
+
+    class FakeApi:
+        def create_repo(self, repo_id, private, exist_ok):
+            calls.append(("create", repo_id, private))
+
+        def upload_folder(self, folder_path, repo_id, commit_message):
+            calls.append(("upload", repo_id, sorted(p.name for p in Path(folder_path).iterdir())))
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    module, _ = tiny_sd_with_adapter
+    trainer = type("T", (), {"fast_dev_run": False, "is_global_zero": True, "datamodule": None, "global_step": 1,
+                             "callback_metrics": {}})()  # fmt: skip
+    SaveLoraAdapter(str(tmp_path / "off")).on_train_end(trainer, module)
+    assert calls == []
+    SaveLoraAdapter(str(tmp_path / "on"), push_to_hub=True, repo_id="me/lora").on_train_end(trainer, module)
+    assert calls == [("create", "me/lora", True), ("upload", "me/lora", ["README.md", ADAPTER_FILE])]
+    with pytest.raises(ConfigurationError, match="repo_id"):
+        SaveLoraAdapter(push_to_hub=True)
 
 
 def _sd_images(backbone, noise, prompts):
