@@ -75,9 +75,9 @@ def write_model_card(
         tags=tags,
         pipeline_tag="text-to-image" if pipeline and "Pipeline" in pipeline and "DiT" not in pipeline else None,
     )
+    source = repr(base_model) if "/" in base_model else "<the base pipeline>"
     load = (
-        f"```python\nfrom diffusers import DiffusionPipeline\n\npipe = DiffusionPipeline.from_pretrained("
-        f"{base_model!r if '/' in base_model else '<the base pipeline>'})\n"
+        f"```python\nfrom diffusers import DiffusionPipeline\n\npipe = DiffusionPipeline.from_pretrained({source})\n"
         f'pipe.load_lora_weights("<this folder or repo>")\n```'
         if pipeline
         else "```python\nfrom lightning_search import DiffusionModule\n\n"
