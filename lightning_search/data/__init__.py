@@ -11,6 +11,7 @@ from lightning_search.data.preference import (
     save_pairs,
 )
 from lightning_search.data.prompts import BUILTIN_PROMPT_SETS, PromptDataModule, builtin_prompts
+from lightning_search.data.shapes import ShapesDataModule
 
 __all__ = [
     "BUILTIN_PROMPT_SETS",
@@ -21,6 +22,7 @@ __all__ = [
     "DigitsDataModule",
     "PreferenceDataModule",
     "PromptDataModule",
+    "ShapesDataModule",
     "builtin_prompts",
     "ai_feedback_pairs",
     "collate_conditions",

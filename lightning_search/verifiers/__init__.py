@@ -15,6 +15,7 @@ from lightning_search.verifiers.hps import HPSVerifier
 from lightning_search.verifiers.image_reward import ImageRewardVerifier
 from lightning_search.verifiers.pickscore import PickScoreVerifier
 from lightning_search.verifiers.self_supervised import SelfSupervisedVerifier
+from lightning_search.verifiers.shapes_judge import ShapesJudge
 from lightning_search.verifiers.vlm_grader import VLMGraderVerifier
 
 VERIFIERS: dict[str, type[Verifier]] = {
@@ -27,6 +28,7 @@ VERIFIERS: dict[str, type[Verifier]] = {
     "pickscore": PickScoreVerifier,
     "hps": HPSVerifier,
     "vlm_grader": VLMGraderVerifier,
+    "shapes_judge": ShapesJudge,
 }
 
 
@@ -45,6 +47,7 @@ __all__ = [
     "ImageRewardVerifier",
     "PickScoreVerifier",
     "SelfSupervisedVerifier",
+    "ShapesJudge",
     "VLMGraderVerifier",
     "Verifier",
     "build_verifier",
