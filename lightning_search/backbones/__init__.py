@@ -14,16 +14,19 @@ from lightning_search.backbones.flux import FluxBackbone
 from lightning_search.backbones.pipeline import PipelineBackbone
 from lightning_search.backbones.pixart import PixArtBackbone
 from lightning_search.backbones.schedules import FlowSchedule, Schedule, VPSchedule
+from lightning_search.backbones.shapes import SHAPES_SIZES, ShapesBackbone
 from lightning_search.backbones.stable_diffusion import StableDiffusionBackbone, StableDiffusionXLBackbone
 
 __all__ = [
     "DIGITS_SIZES",
+    "SHAPES_SIZES",
     "Backbone",
     "DiTBackbone",
     "DigitsBackbone",
     "FluxBackbone",
     "PipelineBackbone",
     "PixArtBackbone",
+    "ShapesBackbone",
     "StableDiffusionBackbone",
     "StableDiffusionXLBackbone",
     "FlowSchedule",
