@@ -15,6 +15,7 @@ from lightning_search.verifiers.hps import HPSVerifier
 from lightning_search.verifiers.image_reward import ImageRewardVerifier
 from lightning_search.verifiers.pickscore import PickScoreVerifier
 from lightning_search.verifiers.self_supervised import SelfSupervisedVerifier
+from lightning_search.verifiers.shapes_clip import ShapesClipVerifier
 from lightning_search.verifiers.shapes_judge import ShapesJudge
 from lightning_search.verifiers.vlm_grader import VLMGraderVerifier
 
@@ -29,6 +30,7 @@ VERIFIERS: dict[str, type[Verifier]] = {
     "hps": HPSVerifier,
     "vlm_grader": VLMGraderVerifier,
     "shapes_judge": ShapesJudge,
+    "shapes_clip": ShapesClipVerifier,
 }
 
 
@@ -47,6 +49,7 @@ __all__ = [
     "ImageRewardVerifier",
     "PickScoreVerifier",
     "SelfSupervisedVerifier",
+    "ShapesClipVerifier",
     "ShapesJudge",
     "VLMGraderVerifier",
     "Verifier",
