@@ -2,9 +2,12 @@
 
 A scene holds 1-4 objects, each a shape (circle, square, triangle, diamond) in one of seven colours that sit
 on corners of the RGB cube (red, green, blue, yellow, magenta, cyan, white: any two differ by 1 in at least
-one channel), drawn without anti-aliasing on a black background, 2 px apart, so a judge can segment them
-exactly. Captions follow GenEval's six tasks and phrasing (Ghosh et al. 2023, ``prompts/create_prompts.py``),
-each with the metadata GenEval's evaluator reads: ``{"tag", "include": [{class, count, color?, position?}],
+one channel), in square boxes of 9-13 px on a 32 px canvas, drawn without anti-aliasing on a black
+background, 2 px apart, so a judge can segment them exactly. (With 7-11 px objects the small generator learned
+the shapes markedly slower in a 1,000-step trial: held-out accuracy 0.12 against 0.19.)
+
+Captions follow GenEval's six tasks and phrasing (Ghosh et al. 2023, ``prompts/create_prompts.py``), each
+with the metadata GenEval's evaluator reads: ``{"tag", "include": [{class, count, color?, position?}],
 "exclude"?, "prompt"}`` (JSON-serialisable: the prediction writer stores it in records.jsonl).
 
 The fixed split (a rule, not a random draw, so it is easy to state): *held-out* prompts are unseen
