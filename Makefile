@@ -1,6 +1,7 @@
 # make demo : the digits main job end to end (fit, predict with search, report with plots)
 # make test : ruff, then the whole test suite
 # Both create (or reuse) a local virtual environment in .venv from pyproject.toml.
+# make demo-shapes : the shapes text-to-image world with its exact judge (its own target, not part of demo)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -9,7 +10,7 @@ RUN := $(BIN)/lightning-search
 export HF_HUB_OFFLINE ?= 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo demo-dpo test lint format install clean fit-digits bench bench-gpu
+.PHONY: demo demo-dpo demo-shapes test lint format install clean fit-digits fit-shapes bench bench-gpu
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -54,6 +55,25 @@ demo: | $(STAMP)
 	$(RUN) sweep --config recipes/digits/sweep.yaml --force true
 	$(MAKE) demo-dpo
 	@echo "demo outputs: runs/digits/sample/{grid.png,metrics.json}, runs/digits/sweep/{scaling.csv,scaling.png,grid.png,report.md}, runs/digits/dpo/compare/{report.md,report.html}"
+
+# The shapes world (text-to-image with an exact judge): the small and big generators and the CLIP analogue are
+# independent, so `make -j3 fit-shapes` trains them side by side, one thread each.
+runs/shapes/small/generator.ckpt: recipes/shapes/fit_small.yaml | $(STAMP)
+	OMP_NUM_THREADS=1 $(RUN) fit --config recipes/shapes/fit_small.yaml
+runs/shapes/big/generator.ckpt: recipes/shapes/fit_big.yaml | $(STAMP)
+	OMP_NUM_THREADS=1 $(RUN) fit --config recipes/shapes/fit_big.yaml
+runs/shapes/clip/clip.ckpt: recipes/shapes/clip.yaml | $(STAMP)
+	OMP_NUM_THREADS=1 $(RUN) fit --config recipes/shapes/clip.yaml
+
+fit-shapes: runs/shapes/small/generator.ckpt runs/shapes/big/generator.ckpt runs/shapes/clip/clip.ckpt
+
+# Samples and sweep points are recomputed each time, the models only when their recipe changed.
+demo-shapes: | $(STAMP)
+	$(MAKE) -j3 fit-shapes
+	rm -rf runs/shapes/sample
+	$(RUN) predict --config recipes/shapes/sample.yaml
+	$(RUN) sweep --config recipes/shapes/sweep.yaml --force true
+	@echo "demo-shapes outputs: runs/shapes/sample/{grid.png,metrics.json,verifiers.md}, runs/shapes/sweep/{scaling.csv,report.md,grid.png}"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -19,10 +19,12 @@ from lightning_search.backbones.pipeline import PipelineBackbone
 from lightning_search.backbones.pixart import PixArtBackbone
 from lightning_search.backbones.schedules import FlowSchedule, Schedule, VPSchedule
 from lightning_search.backbones.sd3 import StableDiffusion3Backbone
+from lightning_search.backbones.shapes import SHAPES_SIZES, ShapesBackbone
 from lightning_search.backbones.stable_diffusion import StableDiffusionBackbone, StableDiffusionXLBackbone
 
 __all__ = [
     "DIGITS_SIZES",
+    "SHAPES_SIZES",
     "Backbone",
     "DiTBackbone",
     "DigitsBackbone",
@@ -30,6 +32,7 @@ __all__ = [
     "PipelineBackbone",
     "PixArtBackbone",
     "StableDiffusion3Backbone",
+    "ShapesBackbone",
     "StableDiffusionBackbone",
     "StableDiffusionXLBackbone",
     "FlowSchedule",

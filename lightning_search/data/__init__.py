@@ -5,6 +5,7 @@ from lightning_search.data.conditions import ConditionDataModule, ConditionDatas
 from lightning_search.data.digits import DigitsDataModule, digits_splits, reference_images
 from lightning_search.data.preference import PreferenceDataModule, load_preference_dataset
 from lightning_search.data.prompts import BUILTIN_PROMPT_SETS, PromptDataModule, builtin_prompts
+from lightning_search.data.shapes import ShapesDataModule
 
 __all__ = [
     "BUILTIN_PROMPT_SETS",
@@ -14,6 +15,7 @@ __all__ = [
     "DigitsDataModule",
     "PreferenceDataModule",
     "PromptDataModule",
+    "ShapesDataModule",
     "builtin_prompts",
     "collate_conditions",
     "digits_splits",

@@ -16,6 +16,8 @@ from lightning_search.verifiers.image_reward import ImageRewardVerifier
 from lightning_search.verifiers.pickscore import PickScoreVerifier
 from lightning_search.verifiers.remote import RemoteVerifier
 from lightning_search.verifiers.self_supervised import SelfSupervisedVerifier
+from lightning_search.verifiers.shapes_clip import ShapesClipVerifier
+from lightning_search.verifiers.shapes_judge import ShapesJudge
 from lightning_search.verifiers.vlm_grader import VLMGraderVerifier
 
 VERIFIERS: dict[str, type[Verifier]] = {
@@ -29,6 +31,8 @@ VERIFIERS: dict[str, type[Verifier]] = {
     "hps": HPSVerifier,
     "vlm_grader": VLMGraderVerifier,
     "remote": RemoteVerifier,
+    "shapes_judge": ShapesJudge,
+    "shapes_clip": ShapesClipVerifier,
 }
 
 
@@ -48,6 +52,8 @@ __all__ = [
     "PickScoreVerifier",
     "RemoteVerifier",
     "SelfSupervisedVerifier",
+    "ShapesClipVerifier",
+    "ShapesJudge",
     "VLMGraderVerifier",
     "Verifier",
     "build_verifier",
