@@ -34,7 +34,7 @@ class ShapesClip(nn.Module):
     def __init__(self, embed_dim: int = 64, width: int = 32, text_width: int = 64, text_layers: int = 2,
                  image_size: int = 32, max_length: int = 12) -> None:  # fmt: skip
         super().__init__()
-        from lightning_search.data.shapes import vocabulary
+        from lightning_search.worlds.shapes import vocabulary
 
         if image_size % 8:
             raise ConfigurationError(f"the shapes CLIP needs an image size divisible by 8, got {image_size}")
@@ -99,7 +99,7 @@ class ContrastiveModule(LightningModule):
         super().__init__()
         self.save_hyperparameters(ignore=["optimizer"])
         self.net = ShapesClip(embed_dim, width, text_width, text_layers, image_size)
-        from lightning_search.module import plain_callable
+        from lightning_search.factories import plain_callable
 
         self.optimizer = plain_callable(optimizer)
 

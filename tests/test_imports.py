@@ -14,10 +14,11 @@ FLOORS: list[tuple[str, ...]] = [
     ("errors",),  # the exceptions every layer raises
     ("factories", "strategies", "fingerprint", "checkpoints", "model_card"),  # the ground floor
     ("runs",),  # the run folder
+    ("worlds",),  # procedural worlds (shapes): what their images hold
     ("backbones",),
     ("sampling",),
     ("seeding",),  # the seeded draws of a training step
-    ("classifier",),  # the digits classifiers' networks, which the classifier verifier loads
+    ("classifier", "contrastive"),  # the digits classifiers and the shapes CLIP analogue, which verifiers load
     ("verifiers",),
     ("data",),
     ("metrics",),
@@ -147,5 +148,6 @@ def test_the_walk_sees_lazy_imports_and_catches_circles_and_upward_imports(tmp_p
     assert edges["lightning_search.data.digits"] == {"lightning_search.module"}
     assert circles(edges) == [["lightning_search.data.digits", "lightning_search.module"]]
     assert upward_imports(edges) == [
-        "lightning_search.data.digits -> lightning_search.module (data on floor 8, module on floor 12)"
+        f"lightning_search.data.digits -> lightning_search.module (data on floor {FLOOR['data']}, module on floor "
+        f"{FLOOR['module']})"
     ]

@@ -1,6 +1,6 @@
 """A small text-to-image flow model for the shapes world, trained from scratch on a CPU.
 
-Text: a word-level tokenizer over the world's vocabulary (``data.shapes.vocabulary``) and a small transformer
+Text: a word-level tokenizer over the world's vocabulary (``worlds.shapes.vocabulary``) and a small transformer
 encoder (``torch.nn.TransformerEncoder``); the null caption (one ``<null>`` token) is the unconditional input of
 classifier-free guidance. Image: a compact UNet in pixel space (no VAE; decode = (x + 1) / 2) that works on
 2x2 pixel-unshuffled images (32 px -> 16x16 x 12 channels, as ESPCN's sub-pixel layout, Shi et al. 2016),
@@ -191,7 +191,7 @@ class ShapesBackbone(Backbone):
     ) -> None:
         super().__init__()
         # imported here: the data layer pulls in Lightning and the verifiers, which backbones do not need
-        from lightning_search.data.shapes import vocabulary
+        from lightning_search.worlds.shapes import vocabulary
 
         if image_size % 8:
             raise ConfigurationError(f"shapes image_size must be a multiple of 8, got {image_size}")

@@ -54,7 +54,8 @@ def read_scaling_csv(path: str | Path) -> list[dict[str, Any]]:
 
 
 def plot_scaling(path: str | Path, rows: list[dict[str, Any]], curves=CURVES) -> None:
-    """One panel per metric, NFE on a log axis, one line per group."""
+    """One panel per metric, NFE on a log axis, one line per group. Without evaluator metrics (a text-to-image
+    sweep) the panels are the verifiers' mean scores (``score/*``)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -64,6 +65,11 @@ def plot_scaling(path: str | Path, rows: list[dict[str, Any]], curves=CURVES) ->
     for row in rows:
         groups.setdefault(str(row["group"]), []).append(row)
     curves = [(k, label) for k, label in curves if any(r.get(k) is not None for r in rows)]
+    if not curves:
+        scores = sorted({k for r in rows for k in r if k.startswith("score/") and r.get(k) is not None})
+        curves = [(k, f"mean {k[len('score/') :]} score") for k in scores[:6]]
+    if not curves:
+        return  # nothing numeric to draw
     fig, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves), 4), squeeze=False)
     for ax, (key, label) in zip(axes[0], curves):
         for group, members in groups.items():

@@ -32,7 +32,7 @@ from lightning_search.verifiers.base import Verifier
 @cache
 def _world():
     # imported here, not at module level: lightning_search.data imports the verifier base (no import circle)
-    from lightning_search.data import shapes
+    from lightning_search.worlds import shapes
 
     palette = np.array([shapes.BACKGROUND, *shapes.COLORS.values()], dtype=np.float32)
     by_text = {p["prompt"]: shapes.condition_metadata(p) for p in shapes.all_prompts()}
@@ -48,7 +48,7 @@ def metadata_of(condition: Any) -> dict[str, Any]:
     if not isinstance(text, str) or text not in by_text:
         raise ConfigurationError(
             f"the shapes judge needs a shapes-world caption or its GenEval metadata, got {condition!r} "
-            "(captions come from lightning_search.data.shapes.all_prompts())"
+            "(captions come from lightning_search.worlds.shapes.all_prompts())"
         )
     return by_text[text]
 
@@ -206,7 +206,7 @@ class ShapesJudge(Verifier):
 def judge_accuracy(records: Iterable[dict[str, Any]], verifier: str = "judge") -> dict[str, float]:
     """Per-task accuracy and GenEval's overall score (mean over tasks) from a run's records.
 
-    records: ``records.jsonl`` rows (``lightning_search.reporting.io.read_records``) whose ``condition`` is a
+    records: ``records.jsonl`` rows (``lightning_search.runs.read_records``) whose ``condition`` is a
     shapes metadata dict and whose ``scores[verifier]`` is the judge's 0 / 1 score.
     Returns ``{tag: accuracy, ..., "overall": mean over tags}`` (tags in the order first seen).
     """

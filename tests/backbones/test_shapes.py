@@ -11,10 +11,10 @@ from lightning_search import DiffusionModule
 from lightning_search.backbones import SHAPES_SIZES, ShapesBackbone
 from lightning_search.backbones.shapes import WordTokenizer
 from lightning_search.data import ShapesDataModule
-from lightning_search.data.shapes import vocabulary
 from lightning_search.errors import ConfigurationError, UnknownNameError
 from lightning_search.metrics.flops import backbone_gflops
 from lightning_search.sampling import Sampler
+from lightning_search.worlds.shapes import vocabulary
 
 
 @pytest.fixture(scope="module")

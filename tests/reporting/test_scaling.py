@@ -66,3 +66,9 @@ def test_plot_has_one_line_per_group(tmp_path, monkeypatch):
     assert by_panel["Inception score (evaluator)"] == {"random": [10.0, 20.0], "steps": [2.0]}
     assert by_panel["FID (evaluator features)"] == {"random": [10.0], "steps": [2.0]}
     assert by_panel["recall (k-NN, evaluator features)"] == {"random": [10.0, 20.0]}
+
+
+def test_a_sweep_without_evaluator_metrics_plots_its_verifier_scores(tmp_path):
+    rows = [{"group": "g", "nfe": n, "score/judge": s, "score/clip": 2 * s} for n, s in ((10, 0.3), (40, 0.5))]
+    plot_scaling(tmp_path / "scaling.png", rows)
+    assert (tmp_path / "scaling.png").stat().st_size > 1000

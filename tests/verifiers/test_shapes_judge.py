@@ -9,7 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from lightning_search.data.shapes import (
+from lightning_search.errors import ConfigurationError
+from lightning_search.verifiers import ShapesJudge, build_verifier
+from lightning_search.verifiers.shapes_judge import detect_objects, judge_accuracy
+from lightning_search.worlds.shapes import (
     CATEGORIES,
     COLORS,
     NUMBERS,
@@ -22,9 +25,6 @@ from lightning_search.data.shapes import (
     render,
     sample_scene,
 )
-from lightning_search.errors import ConfigurationError
-from lightning_search.verifiers import ShapesJudge, build_verifier
-from lightning_search.verifiers.shapes_judge import detect_objects, judge_accuracy
 
 OPPOSITE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
 

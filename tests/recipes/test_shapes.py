@@ -10,10 +10,10 @@ import pytest
 import yaml
 
 from lightning_search.cli import main
-from lightning_search.reporting.io import read_records
+from lightning_search.runs import read_records
 from lightning_search.verifiers.shapes_judge import judge_accuracy
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TINY_FIT = ["--trainer.max_steps=2", "--trainer.enable_progress_bar=false", "--data.init_args.num_images=64",
             "--data.init_args.batch_size=16"]  # fmt: skip
 
