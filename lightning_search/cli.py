@@ -1,5 +1,5 @@
 """``lightning-search``: the entry point. LightningCLI's fit / validate / test / predict (``lightning_cli.py``),
-and pairs, sweep, report, compare and serve-verifier (``commands.py``).
+and pairs, sweep, report, compare, serve-verifier and readme (``commands.py``).
 
     lightning-search --help                       every command, one line each
     lightning-search fit --config recipes/digits/fit.yaml
@@ -37,6 +37,7 @@ COMMANDS: dict[str, tuple[str, Callable[[list[str]], None] | None]] = {
     "report": ("redraw a sweep's report from its scaling.csv", commands.report),
     "compare": ("compare runs: tables, bars, images side by side", commands.compare),
     "serve-verifier": ("serve a verifier over HTTP (RemoteVerifier)", commands.serve_verifier),
+    "readme": ("rewrite (or --check) the README's results from make demo's runs", commands.readme),
 }
 
 

@@ -1,5 +1,6 @@
 """Commands beyond LightningCLI's: ``pairs`` (AI-feedback pairs), ``sweep`` (many predicts in one process),
-``report``, ``compare``, ``serve-verifier`` (a verifier behind HTTP for ``RemoteVerifier``).
+``report``, ``compare``, ``serve-verifier`` (a verifier behind HTTP for ``RemoteVerifier``), ``readme`` (the
+README's results from the demo's run folders).
 
 Sweep and compare configs are read by jsonargparse into the dataclasses below, so that a wrong or missing key
 gets the same one-line error as any other config; the predict arguments of every point or run are parsed by
@@ -29,7 +30,7 @@ from lightning_search.reporting.scaling import (
     scaling_rows,
     write_scaling_csv,
 )
-from lightning_search.runs import RunFolder, atomic_write_text, read_json
+from lightning_search.runs import RunFolder, atomic_write_text, read_json, write_json
 
 REPORT_COLUMNS = ["group", "name", "nfe", "gflops", "inception_score", "fid", "kid", "precision", "recall",
                   "accuracy", "search_score"]  # fmt: skip
@@ -354,4 +355,35 @@ def serve_verifier(argv: list[str]) -> None:
     serve(load_verifier_config(cfg.config), cfg.host, cfg.port, cfg.token_env, cfg.device)
 
 
-__all__ = ["CompareSpec", "RunSpec", "SweepSpec", "compare", "pairs", "report", "serve_verifier", "sweep"]
+# -- readme -----------------------------------------------------------------------------------------------
+
+
+def readme(argv: list[str]) -> None:
+    """Rewrite the README's generated result blocks from the digits run folders (``make demo``'s), recording
+    every number in docs/results/digits.json; ``--check`` changes nothing and fails when they disagree.
+
+        lightning-search readme                  # after `make demo`
+        lightning-search readme --check          # exit 1 (one line per difference) if the README is stale
+    """
+    from lightning_search.reporting import readme as generator
+
+    parser = _parser("lightning-search readme", readme.__doc__)
+    parser.add_argument("--runs", default="runs/digits", help="the digits run folders (make demo's)")
+    parser.add_argument("--readme", default="README.md")
+    parser.add_argument("--record", default=str(generator.RECORD), help="where the numbers are recorded")
+    parser.add_argument("--check", type=bool, default=False, help="change nothing; fail if anything is stale")
+    cfg = parser.parse_args(argv)
+    readme_path, record_path, runs = Path(cfg.readme), Path(cfg.record), Path(cfg.runs)
+    if cfg.check:
+        problems = generator.readme_problems(readme_path, record_path, runs if runs.is_dir() else None)
+        if problems:
+            raise ConfigurationError("; ".join(problems))
+        rank_zero_info(f"{readme_path} agrees with {record_path}" + (f" and {runs}" if runs.is_dir() else ""))
+        return
+    record = generator.collect(runs)
+    write_json(record_path, record)
+    atomic_write_text(readme_path, generator.apply(readme_path.read_text(), generator.render(record)))
+    rank_zero_info(f"wrote {record_path} and the generated blocks of {readme_path} from {runs}")
+
+
+__all__ = ["CompareSpec", "RunSpec", "SweepSpec", "compare", "pairs", "readme", "report", "serve_verifier", "sweep"]

@@ -1,0 +1,79 @@
+"""The README's results are generated from the demo's runs: the committed README must equal what its record
+renders, the record must equal a fresh demo's run folders when they are present, and a hand edit fails."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lightning_search.commands import readme as readme_command
+from lightning_search.errors import ConfigurationError
+from lightning_search.reporting import readme
+
+ROOT = Path(__file__).resolve().parents[2]
+DEMO_RUNS = ROOT / "runs" / "digits"
+
+
+def test_committed_readme_is_what_its_record_renders():
+    assert readme.readme_problems(ROOT / "README.md", ROOT / readme.RECORD) == []
+    text = (ROOT / "README.md").read_text()
+    assert set(readme.MARK.findall(text)) == set(readme.render(json.loads((ROOT / readme.RECORD).read_text())))
+
+
+@pytest.mark.skipif(not (DEMO_RUNS / "sweep" / "scaling.csv").is_file(), reason="no make demo run in this checkout")
+def test_record_equals_this_checkouts_demo_runs():
+    """After `make demo`, the README's numbers are that demo's (a stale README or record fails here)."""
+    assert readme.readme_problems(ROOT / "README.md", ROOT / readme.RECORD, DEMO_RUNS) == []
+
+
+def _fake_runs(root: Path, is_n16: float = 9.03) -> Path:
+    sweep = root / "sweep"
+    sweep.mkdir(parents=True)
+    header = "group,name,nfe,inception_score,fid,recall,accuracy,score/classifier,score/oracle,search_score\n"
+    rows = [f"steps,steps-nfe10,10,7.80,4.05,0.73,0.95,11.5,7.6,\n",
+            f"random,random-classifier-n16,160,{is_n16},9.71,0.42,0.98,15.91,9.27,15.91\n"]  # fmt: skip
+    (sweep / "scaling.csv").write_text(header + "".join(rows))
+    (sweep / "report.md").write_text(
+        "# t\n\n## The paper's findings on this run\n\n- reproduced: search keeps scaling\n\n"
+        "## Reward per NFE\n\n| N | x |\n|---|---|\n| 16 | 16.33 | random |\n\n## All points\n"
+    )
+    base = root / "dpo" / "compare" / "base"
+    base.mkdir(parents=True)
+    (base / "metrics.json").write_text(json.dumps({"nfe": 10, "verifier_scores": {"classifier": 13.9}, "fid": 3.9}))
+    return root
+
+
+def _readme(path: Path) -> Path:
+    path.write_text(
+        "# x\n\n<!-- generated: digits-table -->\nold\n<!-- end generated -->\n\n"
+        "<!-- generated: digits-finetune -->\nold\n<!-- end generated -->\n"
+    )
+    return path
+
+
+def test_readme_command_writes_then_checks(tmp_path):
+    runs, page, record = _fake_runs(tmp_path / "runs"), _readme(tmp_path / "README.md"), tmp_path / "digits.json"
+    args = ["--runs", str(runs), "--readme", str(page), "--record", str(record)]
+    readme_command(args)
+    text = page.read_text()
+    assert "| random search N = 16 | 160 | 9.03 | 9.71 | 0.42 | 0.980 | 15.91 | 9.27 |" in text
+    assert "| base | 10 | 13.90 |" in text and "old" not in text
+    readme_command([*args, "--check", "true"])  # agrees: no error
+
+    page.write_text(text.replace("9.03", "9.30"))  # a number typed by hand
+    with pytest.raises(ConfigurationError, match="differs from what"):
+        readme_command([*args, "--check", "true"])
+    page.write_text(text)
+    (runs / "sweep" / "scaling.csv").write_text((runs / "sweep" / "scaling.csv").read_text().replace("9.03", "9.5"))
+    with pytest.raises(ConfigurationError, match="digits-table"):  # a fresh run the README was not made from
+        readme_command([*args, "--check", "true"])
+
+
+def test_a_block_without_a_generator_is_an_error():
+    with pytest.raises(ConfigurationError, match="no generator"):
+        readme.apply("<!-- generated: shapes-nonsense -->\nx\n<!-- end generated -->", {"digits-table": ""})
+
+
+def test_collect_without_a_demo_says_what_to_run(tmp_path):
+    with pytest.raises(ConfigurationError, match="make demo"):
+        readme.collect(tmp_path)
