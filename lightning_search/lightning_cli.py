@@ -62,19 +62,10 @@ def run_fingerprint(config, command: str) -> dict:
 
 def check_search_settings(search: SearchConfig) -> None:
     """Reject impossible search settings before any model loads (the algorithms and the sampler would find
-    them too, but only at the first batch, after minutes of loading a real model). Generic over the fields, so
-    that settings added later are checked alike: counts (``num_*``, ``*_steps``, ``iterations``,
-    ``branches``) must be >= 1 where set; the algorithm must exist and have its verifier."""
-    from dataclasses import fields
-
+    them too, but only at the first batch, after minutes of loading a real model): ``build_search`` checks
+    the counts, that the algorithm exists and that it has its verifier."""
     from lightning_search.search.config import build_search
 
-    for f in fields(search):
-        value = getattr(search, f.name)
-        counted = f.name.startswith("num_") or f.name.endswith("_steps") or f.name in ("iterations", "branches")
-        if counted and isinstance(value, int) and not isinstance(value, bool) and value < 1:
-            none = " (or null: the sampler's steps)" if f.name.endswith("_steps") else ""
-            raise ConfigurationError(f"--search.{f.name} must be >= 1{none}, got {value}")
     build_search(search)
 
 

@@ -81,15 +81,24 @@ class SearchConfig:
     verifier_batch_size: int = 64
 
 
+# settings that count something (candidates, steps, rounds, items per call): 0 or less is a mistake, said at once
+COUNTS = ("num_candidates", "candidate_steps", "iterations", "restart_after", "branches", "window", "elites",
+          "budget", "decode_batch_size", "verifier_batch_size")  # fmt: skip
+OPTIONAL_COUNTS = ("candidate_steps", "restart_after", "budget")  # null: the sampler's steps, never, no cap
+
+
 def build_search(config: SearchConfig) -> SearchAlgorithm:
     """The algorithm named by ``config.algorithm`` with the settings it uses."""
     from lightning_search.search import ALGORITHMS
 
-    if config.decode_batch_size < 1 or config.verifier_batch_size < 1:
-        raise ConfigurationError(
-            f"search decode_batch_size and verifier_batch_size must be >= 1, got {config.decode_batch_size} and "
-            f"{config.verifier_batch_size}"
-        )
+    counts = {name: getattr(config, name) for name in COUNTS}
+    bad = {name: value for name, value in counts.items() if value is not None and value < 1}
+    if any(k < 1 for k in config.prune_keep):
+        bad["prune_keep"] = config.prune_keep
+    if bad:
+        name, value = next(iter(bad.items()))
+        none = " (or null)" if name in OPTIONAL_COUNTS else ""
+        raise ConfigurationError(f"--search.{name} must be >= 1{none}, got {value}")
     factory = lookup(ALGORITHMS, "search algorithm", config.algorithm)
     algorithm = factory(config)
     if algorithm.needs_verifier and not config.verifier:
