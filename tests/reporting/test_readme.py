@@ -30,7 +30,7 @@ def _fake_runs(root: Path, is_n16: float = 9.03) -> Path:
     sweep = root / "sweep"
     sweep.mkdir(parents=True)
     header = "group,name,nfe,inception_score,fid,recall,accuracy,score/classifier,score/oracle,search_score\n"
-    rows = [f"steps,steps-nfe10,10,7.80,4.05,0.73,0.95,11.5,7.6,\n",
+    rows = ["steps,steps-nfe10,10,7.80,4.05,0.73,0.95,11.5,7.6,\n",
             f"random,random-classifier-n16,160,{is_n16},9.71,0.42,0.98,15.91,9.27,15.91\n"]  # fmt: skip
     (sweep / "scaling.csv").write_text(header + "".join(rows))
     (sweep / "report.md").write_text(
