@@ -8,5 +8,5 @@ Layers (one folder each): ``backbones`` (networks and schedules), ``sampling`` (
 from lightning_search.errors import LightningSearchError
 from lightning_search.module import DiffusionModule
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 __all__ = ["DiffusionModule", "LightningSearchError", "__version__"]

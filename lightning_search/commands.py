@@ -30,7 +30,7 @@ from lightning_search.reporting.scaling import (
     scaling_rows,
     write_scaling_csv,
 )
-from lightning_search.runs import RunFolder, atomic_write_text, read_json, write_json
+from lightning_search.runs import RunFolder, atomic_write_bytes, atomic_write_text, read_json, write_json
 
 REPORT_COLUMNS = ["group", "name", "nfe", "gflops", "inception_score", "fid", "kid", "precision", "recall",
                   "accuracy", "search_score"]  # fmt: skip
@@ -359,31 +359,39 @@ def serve_verifier(argv: list[str]) -> None:
 
 
 def readme(argv: list[str]) -> None:
-    """Rewrite the README's generated result blocks from the digits run folders (``make demo``'s), recording
-    every number in docs/results/digits.json; ``--check`` changes nothing and fails when they disagree.
+    """Rewrite the README's generated result blocks from the run folders of ``make demo`` (runs/digits) and
+    ``make demo-shapes`` (runs/shapes), recording every number in docs/results/<world>.json; ``--check``
+    changes nothing and fails (one line per difference) when the README, the records and the runs disagree.
 
-        lightning-search readme                  # after `make demo`
-        lightning-search readme --check          # exit 1 (one line per difference) if the README is stale
+        lightning-search readme                  # after `make demo`: the worlds whose runs exist
+        lightning-search readme --check          # exit 2 if the README is stale
     """
     from lightning_search.reporting import readme as generator
 
     parser = _parser("lightning-search readme", readme.__doc__)
-    parser.add_argument("--runs", default="runs/digits", help="the digits run folders (make demo's)")
-    parser.add_argument("--readme", default="README.md")
-    parser.add_argument("--record", default=str(generator.RECORD), help="where the numbers are recorded")
+    parser.add_argument("--root", default=".", help="the checkout: README.md, docs/results/, runs/")
     parser.add_argument("--check", type=bool, default=False, help="change nothing; fail if anything is stale")
     cfg = parser.parse_args(argv)
-    readme_path, record_path, runs = Path(cfg.readme), Path(cfg.record), Path(cfg.runs)
+    root = Path(cfg.root)
+    page = root / "README.md"
     if cfg.check:
-        problems = generator.readme_problems(readme_path, record_path, runs if runs.is_dir() else None)
+        problems = generator.readme_problems(page, root)
         if problems:
             raise ConfigurationError("; ".join(problems))
-        rank_zero_info(f"{readme_path} agrees with {record_path}" + (f" and {runs}" if runs.is_dir() else ""))
+        rank_zero_info(f"{page} agrees with its records and runs")
         return
-    record = generator.collect(runs)
-    write_json(record_path, record)
-    atomic_write_text(readme_path, generator.apply(readme_path.read_text(), generator.render(record)))
-    rank_zero_info(f"wrote {record_path} and the generated blocks of {readme_path} from {runs}")
+    done = []
+    for name, world in generator.WORLDS.items():
+        if (root / world.runs / "sweep" / "scaling.csv").is_file():
+            write_json(root / world.record, world.collect(root / world.runs))
+            for source, target in world.pictures.items():
+                if (root / world.runs / source).is_file():
+                    atomic_write_bytes(root / generator.ASSETS / target, (root / world.runs / source).read_bytes())
+            done.append(name)
+    if not done:
+        raise ConfigurationError(f"no run folders under {root / 'runs'}: run `make demo` (or `make demo-shapes`) first")
+    atomic_write_text(page, generator.apply(page.read_text(), generator.render_all(root)))
+    rank_zero_info(f"wrote the records of {', '.join(done)} and the generated blocks of {page}")
 
 
 __all__ = ["CompareSpec", "RunSpec", "SweepSpec", "compare", "pairs", "readme", "report", "serve_verifier", "sweep"]

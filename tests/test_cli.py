@@ -237,5 +237,16 @@ def test_help_lists_every_command(capsys):
         main(["--help"])
     out = capsys.readouterr().out
     assert info.value.code == 0
-    for name in ("fit", "validate", "test", "predict", "pairs", "sweep", "report", "compare", "serve-verifier"):
+    for name in (
+        "fit",
+        "validate",
+        "test",
+        "predict",
+        "pairs",
+        "sweep",
+        "report",
+        "compare",
+        "serve-verifier",
+        "readme",
+    ):
         assert name in COMMANDS and f"    {name}" in out

@@ -1,11 +1,12 @@
 """The README's results, generated from the runs that produced them.
 
-``make demo`` runs the digits job; ``lightning-search readme`` then reads its run folders (the sweep's
-``scaling.csv`` and ``report.md``, the fine-tuning comparison's ``metrics.json`` files, the classifiers'
-training logs), records every number the README quotes in ``docs/results/digits.json`` and rewrites the
-README's generated blocks (between ``<!-- generated: NAME -->`` and ``<!-- end generated -->``) from that
-record. ``--check`` changes nothing and fails when the README, the record and (when present) the run folders
-disagree, so a README edited by hand or left behind by a fresh run cannot pass the tests.
+``make demo`` runs the digits job (``make demo-shapes`` the shapes world); ``lightning-search readme`` then
+reads their run folders (the sweeps' ``scaling.csv`` and ``report.md``, the fine-tuning comparisons'
+``metrics.json`` files, the classifiers' training logs), records every number the README quotes in
+``docs/results/<world>.json`` and rewrites the README's generated blocks (between ``<!-- generated: NAME -->``
+and ``<!-- end generated -->``) from those records. ``--check`` changes nothing and fails when the README, the
+records and (when present) the run folders disagree, so a README edited by hand or left behind by a fresh run
+cannot pass the tests.
 """
 
 from __future__ import annotations
@@ -13,12 +14,15 @@ from __future__ import annotations
 import csv
 import json
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lightning_search.errors import ConfigurationError
 
 RECORD = Path("docs/results/digits.json")
+ASSETS = Path("docs/assets")
 MARK = re.compile(r"<!-- generated: (?P<name>[\w-]+) -->\n.*?<!-- end generated -->", re.S)
 
 # sweep points the README's table shows, with the labels it gives them
@@ -47,6 +51,19 @@ def _num(value: Any) -> float | None:
         return None
 
 
+def _compare_metrics(folder: Path, names: list[str]) -> dict[str, dict[str, Any]]:
+    """{run: {nfe, gflops, score/<verifier>..., metrics...}} from a compare folder's ``<run>/metrics.json``."""
+    compare = {}
+    for name in names:
+        path = folder / name / "metrics.json"
+        if path.is_file():
+            m = json.loads(path.read_text())
+            compare[name] = {"nfe": m.get("nfe"), "gflops": m.get("gflops"),
+                             **{f"score/{k}": v for k, v in (m.get("verifier_scores") or {}).items()},
+                             **{k: m.get(k) for k in ("inception_score", "fid", "recall", "accuracy")}}  # fmt: skip
+    return compare
+
+
 def collect(runs: Path = Path("runs/digits")) -> dict[str, Any]:
     """Every number the README quotes, from the digits run folders (``make demo``'s)."""
     sweep = runs / "sweep"
@@ -60,13 +77,7 @@ def collect(runs: Path = Path("runs/digits")) -> dict[str, Any]:
     section = report.split("## The paper's findings on this run", 1)[-1].split("\n## ", 1)[0]
     findings = [line for line in section.splitlines() if line.startswith("- ")]
     efficiency = report.split("## Reward per NFE", 1)[-1].split("\n## ", 1)[0] if "## Reward per NFE" in report else ""
-    compare = {}
-    for name in COMPARE_RUNS:
-        path = runs / "dpo" / "compare" / name / "metrics.json"
-        if path.is_file():
-            m = json.loads(path.read_text())
-            compare[name] = {"nfe": m.get("nfe"), **{f"score/{k}": v for k, v in (m.get("verifier_scores") or {}).items()},
-                             **{k: m.get(k) for k in ("inception_score", "fid", "recall", "accuracy")}}  # fmt: skip
+    compare = _compare_metrics(runs / "dpo" / "compare", COMPARE_RUNS)
     accuracy = {}
     for name in ("verifier", "evaluator"):
         logs = sorted((runs / name / "lightning_logs").glob("version_*/metrics.csv"))  # Lightning's default logger
@@ -118,6 +129,88 @@ def render(record: dict[str, Any]) -> dict[str, str]:
     }
 
 
+SHAPES_TASKS = ["single_object", "two_object", "counting", "colors", "position", "color_attr"]  # GenEval's six
+SHAPES_POINTS = [
+    ("steps-nfe10", "small, no search, 10 NFE"), ("steps-nfe20", "small, no search, 20 NFE"),
+    ("steps-nfe40", "small, no search, 40 NFE"), ("big-nfe20", "big (2.9x GFLOPs / NFE), no search, 20 NFE"),
+    ("random-clip-n2", "small + CLIP-analogue search, N = 2"), ("random-clip-n3", "small + CLIP-analogue search, N = 3"),
+    ("random-clip-n4", "small + CLIP-analogue search, N = 4"),
+    ("random-clip-n16", "small + CLIP-analogue search, N = 16"),
+    ("random-clip-n64", "small + CLIP-analogue search, N = 64"),
+    ("random-judge-n4", "small + judge search, N = 4 (ceiling)"),
+    ("random-judge-n16", "small + judge search, N = 16 (ceiling)"),
+]  # fmt: skip
+SHAPES_RUNS = ["base", "dpo", "grpo", "base+search", "dpo+search", "grpo+search"]
+
+
+def collect_shapes(runs: Path = Path("runs/shapes")) -> dict[str, Any]:
+    """Every shapes number the README quotes, from ``make demo-shapes``'s run folders."""
+    sweep = runs / "sweep"
+    if not (sweep / "scaling.csv").is_file():
+        raise ConfigurationError(f"no {sweep}/scaling.csv: run `make demo-shapes` first")
+    with open(sweep / "scaling.csv") as f:
+        rows = {r["name"]: r for r in csv.DictReader(f)}
+    keys = ["nfe", "gflops", "score/clip", "score/judge", *(f"score/judge_{t}" for t in SHAPES_TASKS)]
+    points = {name: {k: _num(rows[name].get(k)) for k in keys} for name, _ in SHAPES_POINTS if name in rows}
+    return {"points": points, "compare": _compare_metrics(runs / "compare", SHAPES_RUNS)}
+
+
+def _shapes_row(label: str, p: dict[str, Any]) -> str:
+    tasks = " | ".join(_f(p.get(f"score/judge_{t}")) for t in SHAPES_TASKS)
+    return (f"| {label} | {p['nfe']:.0f} | {_f(p.get('gflops'), 1)} | **{_f(p.get('score/judge'))}** | {tasks} | "
+            f"{_f(p.get('score/clip'))} |")  # fmt: skip
+
+
+def render_shapes(record: dict[str, Any]) -> dict[str, str]:
+    """{block name: markdown} of the README's shapes blocks, from a record of :func:`collect_shapes`."""
+    head = ["| {} | NFE | GFLOPs | judge overall | " + " | ".join(t.replace("_", " ") for t in SHAPES_TASKS)
+            + " | CLIP analogue |", "|---|---|---|---|" + "---|" * len(SHAPES_TASKS) + "---|"]  # fmt: skip
+    sweep = [head[0].format("point"), head[1]]
+    sweep += [_shapes_row(label, record["points"][name]) for name, label in SHAPES_POINTS if name in record["points"]]
+    runs = [head[0].format("run"), head[1]]
+    runs += [_shapes_row(name, record["compare"][name]) for name in SHAPES_RUNS if name in record["compare"]]
+    return {"shapes-sweep": "\n".join(sweep), "shapes-finetune": "\n".join(runs)}
+
+
+@dataclass(frozen=True)
+class World:
+    """A world whose results the README quotes: its run folders, its record, how to read and show them, and
+    the run's pictures the README shows ({path under runs: path under docs/assets})."""
+
+    runs: Path
+    record: Path
+    collect: Callable[[Path], dict[str, Any]]
+    render: Callable[[dict[str, Any]], dict[str, str]]
+    pictures: dict[str, str]
+
+
+WORLDS = {
+    "digits": World(
+        Path("runs/digits"),
+        RECORD,
+        collect,
+        render,
+        {"sweep/scaling.png": "digits_scaling.png", "sweep/grid.png": "digits_grid_n1_vs_n32.png"},
+    ),
+    "shapes": World(
+        Path("runs/shapes"),
+        Path("docs/results/shapes.json"),
+        collect_shapes,
+        render_shapes,
+        {"sweep/grid.png": "shapes_grid.png", "compare/grid.png": "shapes_compare_grid.png"},
+    ),
+}
+
+
+def render_all(root: Path = Path(".")) -> dict[str, str]:
+    """Every generated block, from the records present under ``root``."""
+    blocks: dict[str, str] = {}
+    for world in WORLDS.values():
+        if (root / world.record).is_file():
+            blocks.update(world.render(json.loads((root / world.record).read_text())))
+    return blocks
+
+
 def apply(text: str, blocks: dict[str, str]) -> str:
     """The README text with every generated block replaced; a marker with no block is an error."""
 
@@ -130,16 +223,24 @@ def apply(text: str, blocks: dict[str, str]) -> str:
     return MARK.sub(replace, text)
 
 
-def readme_problems(readme: Path, record_path: Path = RECORD, runs: Path | None = None) -> list[str]:
-    """What disagrees: the README with its record, and the record with the run folders (if given)."""
+def readme_problems(readme: Path, root: Path = Path("."), fresh: bool = True) -> list[str]:
+    """What disagrees: the README with the records under ``root``, and (``fresh``) each record with its
+    world's run folders where those exist (after ``make demo`` / ``make demo-shapes``)."""
     problems = []
-    record = json.loads(record_path.read_text())
     text = readme.read_text()
-    if apply(text, render(record)) != text:
-        problems.append(f"{readme} differs from what {record_path} renders: run `lightning-search readme`")
-    if runs is not None and (runs / "sweep" / "scaling.csv").is_file():
-        fresh = collect(runs)
-        if render(fresh) != render(record):
-            changed = [k for k, v in render(fresh).items() if render(record).get(k) != v]
-            problems.append(f"the runs in {runs} differ from {record_path} in {changed}: run `lightning-search readme`")
+    if apply(text, render_all(root)) != text:
+        problems.append(f"{readme} differs from what the records in {root / RECORD.parent} render: run "
+                        "`lightning-search readme`")  # fmt: skip
+    for name, world in WORLDS.items():
+        runs, record_path = root / world.runs, root / world.record
+        if not (fresh and (runs / "sweep" / "scaling.csv").is_file()):
+            continue
+        if not record_path.is_file():
+            problems.append(f"{record_path} is missing though {runs} exists: run `lightning-search readme`")
+            continue
+        now, then = world.render(world.collect(runs)), world.render(json.loads(record_path.read_text()))
+        changed = [k for k, v in now.items() if then.get(k) != v]
+        if changed:
+            problems.append(f"the {name} runs in {runs} differ from {record_path} in {changed}: run "
+                            "`lightning-search readme`")  # fmt: skip
     return problems

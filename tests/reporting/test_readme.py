@@ -14,16 +14,15 @@ ROOT = Path(__file__).resolve().parents[2]
 DEMO_RUNS = ROOT / "runs" / "digits"
 
 
-def test_committed_readme_is_what_its_record_renders():
-    assert readme.readme_problems(ROOT / "README.md", ROOT / readme.RECORD) == []
-    text = (ROOT / "README.md").read_text()
-    assert set(readme.MARK.findall(text)) == set(readme.render(json.loads((ROOT / readme.RECORD).read_text())))
+def test_committed_readme_is_what_its_records_render():
+    assert readme.readme_problems(ROOT / "README.md", ROOT, fresh=False) == []
+    assert set(readme.MARK.findall((ROOT / "README.md").read_text())) == set(readme.render_all(ROOT))
 
 
 @pytest.mark.skipif(not (DEMO_RUNS / "sweep" / "scaling.csv").is_file(), reason="no make demo run in this checkout")
-def test_record_equals_this_checkouts_demo_runs():
+def test_records_equal_this_checkouts_demo_runs():
     """After `make demo`, the README's numbers are that demo's (a stale README or record fails here)."""
-    assert readme.readme_problems(ROOT / "README.md", ROOT / readme.RECORD, DEMO_RUNS) == []
+    assert readme.readme_problems(ROOT / "README.md", ROOT) == []
 
 
 def _fake_runs(root: Path, is_n16: float = 9.03) -> Path:
@@ -52,9 +51,10 @@ def _readme(path: Path) -> Path:
 
 
 def test_readme_command_writes_then_checks(tmp_path):
-    runs, page, record = _fake_runs(tmp_path / "runs"), _readme(tmp_path / "README.md"), tmp_path / "digits.json"
-    args = ["--runs", str(runs), "--readme", str(page), "--record", str(record)]
+    runs, page = _fake_runs(tmp_path / "runs" / "digits"), _readme(tmp_path / "README.md")
+    args = ["--root", str(tmp_path)]
     readme_command(args)
+    assert json.loads((tmp_path / readme.RECORD).read_text())["points"]["random-classifier-n16"]["nfe"] == 160
     text = page.read_text()
     assert "| random search N = 16 | 160 | 9.03 | 9.71 | 0.42 | 0.980 | 15.91 | 9.27 |" in text
     assert "| base | 10 | 13.90 |" in text and "old" not in text
@@ -74,6 +74,7 @@ def test_a_block_without_a_generator_is_an_error():
         readme.apply("<!-- generated: shapes-nonsense -->\nx\n<!-- end generated -->", {"digits-table": ""})
 
 
-def test_collect_without_a_demo_says_what_to_run(tmp_path):
+def test_without_a_demo_the_command_says_what_to_run(tmp_path):
+    _readme(tmp_path / "README.md")
     with pytest.raises(ConfigurationError, match="make demo"):
-        readme.collect(tmp_path)
+        readme_command(["--root", str(tmp_path)])
