@@ -97,11 +97,12 @@ def _cell(value: Any) -> str:
 
 
 def build_logger(spec: Mapping[str, Any] | None, save_dir: str | Path) -> list[Logger]:
-    """The logger a sweep or compare config names (``class_path`` / ``init_args``), by default TensorBoard in
-    ``save_dir`` (``False``: none; W&B, MLflow: their Lightning logger class, save_dir passed)."""
+    """The logger a sweep or compare config names (``class_path`` / ``init_args``), by default (None, True)
+    TensorBoard in ``<save_dir>/tensorboard`` (False: none; W&B, MLflow: their Lightning logger class, with
+    ``save_dir`` passed unless ``init_args`` name it)."""
     if spec is False:
         return []
-    if not spec:
+    if spec is None or spec is True or not spec:
         try:
             from lightning.pytorch.loggers import TensorBoardLogger
 
