@@ -23,10 +23,12 @@ from lightning_search.errors import ConfigurationError
 from lightning_search.fingerprint import fingerprint_differences
 from lightning_search.lightning_cli import PARSER_KWARGS, LightningSearchCLI, parse_runs
 from lightning_search.reporting.diagnostics import HackingThresholds
+from lightning_search.reporting.loggers import build_logger
 from lightning_search.reporting.scaling import (
     markdown_table,
     plot_scaling,
     read_scaling_csv,
+    scaling_curves,
     scaling_rows,
     write_scaling_csv,
 )
@@ -86,6 +88,9 @@ class SweepSpec:
         findings: a named set of checks of the paper's findings to add to the report (``digits``, for
             ``recipes/digits/sweep.yaml``'s points; none by default: they know that sweep's groups).
         efficiency: the reward-per-NFE table (none by default).
+        logger: where the scaling curves and table are logged besides the files: a Lightning logger as
+            ``{class_path, init_args}`` (e.g. ``lightning.pytorch.loggers.WandbLogger``), false for none;
+            default TensorBoard in ``<output_dir>/tensorboard`` (``reporting.loggers.build_logger``).
     """
 
     predict_config: str
@@ -96,6 +101,7 @@ class SweepSpec:
     diagnostics: HackingThresholds | None = None
     findings: str | None = None
     efficiency: EfficiencySpec | None = None
+    logger: dict[str, Any] | bool | None = None
 
 
 @dataclass
@@ -107,6 +113,7 @@ class CompareSpec:
     runs: list[RunSpec]
     title: str = "Comparison"
     diagnostics: HackingThresholds | None = None  # hacking diagnostics of every run, fine-tunes too
+    logger: dict[str, Any] | bool | None = None  # as SweepSpec.logger: default TensorBoard in output_dir/tensorboard
 
 
 def load_spec(path: str | Path, kind: type, what: str):
@@ -206,7 +213,9 @@ def sweep(argv: list[str]) -> None:
         points.append(metrics)
     if spec.grid:
         write_side_by_side(out / "grid.png", [out / spec.grid.left, out / spec.grid.right])
-    write_report(out, scaling_rows(points), spec.title, spec.grid, spec.diagnostics, spec.findings, spec.efficiency)
+    loggers = build_logger(spec.logger, out)
+    rows = scaling_rows(points)
+    write_report(out, rows, spec.title, spec.grid, spec.diagnostics, spec.findings, spec.efficiency, loggers)
 
 
 def write_side_by_side(path: Path, run_dirs: list[Path]) -> None:
@@ -231,17 +240,22 @@ def write_report(
     diagnostics: HackingThresholds | None = None,
     findings: str | None = None,
     efficiency: EfficiencySpec | None = None,
+    loggers: list | tuple = (),
 ) -> None:
     """scaling.csv, scaling.png and report.md of a sweep folder; ``diagnostics``: the verifier-hacking
     thresholds and baseline; ``findings``: the named checks of the paper's findings (none: no such section);
-    ``efficiency``: the reward-per-NFE table's reference group and candidate counts (``reporting.efficiency``)."""
+    ``efficiency``: the reward-per-NFE table's reference group and candidate counts (``reporting.efficiency``).
+    ``loggers``: the scaling figure (``sweep/scaling``), the points' table (``sweep/points``), the grid
+    (``sweep/grid``) and every curve as scalars at step = NFE (``sweep/<metric>/<group>``) are logged there."""
     from lightning_search.reporting.diagnostics import diagnostics_markdown
     from lightning_search.reporting.findings import findings_markdown
 
     out.mkdir(parents=True, exist_ok=True)
     write_scaling_csv(out / "scaling.csv", rows)
-    plot_scaling(out / "scaling.png", rows)
+    plot_scaling(out / "scaling.png", rows, loggers=loggers)
     score_columns = sorted({k for r in rows for k in r if k.startswith("score/")})
+    if loggers:
+        log_sweep(loggers, out, rows, REPORT_COLUMNS + score_columns)
     text = [f"# {title}", "", "![scaling](scaling.png)", ""]
     if findings:
         text += ["## The paper's findings on this run", "", findings_markdown(rows, findings), ""]
@@ -261,6 +275,21 @@ def write_report(
     rank_zero_info(f"wrote {out}/scaling.csv, scaling.png, report.md")
 
 
+def log_sweep(loggers: list | tuple, out: Path, rows: list[dict[str, Any]], columns: list[str]) -> None:
+    """A sweep's curves as scalars (step: the NFE, one tag per metric and group, so that the logger draws the
+    scaling curves itself), its table, and its side-by-side grid where there is one."""
+    from lightning_search.reporting.loggers import flush, log_image, log_scalars, log_table
+
+    for key, _ in scaling_curves(rows):
+        for row in rows:
+            if row.get(key) is not None and row.get("nfe"):
+                log_scalars(loggers, {f"sweep/{key}/{row['group']}": row[key]}, step=int(row["nfe"]))
+    log_table(loggers, "sweep/points", [{c: r.get(c) for c in columns} for r in rows])
+    if (out / "grid.png").is_file():
+        log_image(loggers, "sweep/grid", out / "grid.png")
+    flush(loggers)
+
+
 def report(argv: list[str]) -> None:
     """Redraw scaling.png and report.md of a sweep folder from its scaling.csv."""
     parser = _parser("lightning-search report", report.__doc__)
@@ -273,7 +302,8 @@ def report(argv: list[str]) -> None:
     if not (out / "scaling.csv").is_file():
         raise ConfigurationError(f"{str(out)!r} holds no scaling.csv; run `lightning-search sweep` first")
     rows = read_scaling_csv(out / "scaling.csv")
-    write_report(out, rows, cfg.title, diagnostics=HackingThresholds(baseline=cfg.baseline), findings=cfg.findings)
+    thresholds = HackingThresholds(baseline=cfg.baseline)
+    write_report(out, rows, cfg.title, diagnostics=thresholds, findings=cfg.findings, loggers=build_logger(None, out))
 
 
 # -- compare ----------------------------------------------------------------------------------------------
@@ -319,9 +349,9 @@ def compare(argv: list[str]) -> None:
             run_dirs.append(folder)
         title = title or spec.title
     diagnostics = spec.diagnostics if cfg.config is not None else None
-    rows = write_comparison(
-        out or Path("runs/compare"), run_dirs, names, title or "Comparison", diagnostics=diagnostics
-    )
+    target = out or Path("runs/compare")
+    loggers = build_logger(spec.logger if cfg.config is not None else None, target)
+    rows = write_comparison(target, run_dirs, names, title or "Comparison", diagnostics=diagnostics, loggers=loggers)
     shown = {
         r["name"]: {k: round(v, 3) for k, v in r.items() if k.startswith("score/") and v is not None} for r in rows
     }

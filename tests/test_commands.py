@@ -8,6 +8,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -65,6 +66,23 @@ def test_compare_config_predicts_every_run_then_reports(compared):
         assert (out / image).stat().st_size > 1000 and f"]({image})" in report
 
 
+def test_compare_logs_its_table_bars_and_grid_to_tensorboard_in_its_folder(compared):
+    from PIL import Image
+
+    from tests.helpers.tensorboard import events, pixels, text
+
+    out, names = compared
+    logged = events(out / "tensorboard")
+    (grid,) = logged.Images("compare/grid")
+    assert np.array_equal(pixels(grid), np.asarray(Image.open(out / "grid.png").convert("RGB")))
+    (bars,) = logged.Images("compare/bars")
+    assert bars.width > 200 and pixels(bars).std() > 0
+    table = text(logged, "compare/runs")
+    metrics = {n: json.loads((out / n / "metrics.json").read_text()) for n in names}
+    for name in names:
+        assert f"| {name} | {metrics[name]['algorithm']} |" in table
+
+
 def test_html_page_shows_the_same_samples_side_by_side_with_relative_paths(compared):
     out, names = compared
     page = (out / "report.html").read_text()
@@ -112,6 +130,15 @@ def test_a_sweep_reuses_finished_points_of_the_same_settings_only(tmp_path, digi
     report = (tmp_path / "sweep/report.md").read_text()
     assert "| steps | steps1 | 2.00 |" in report and "| steps | steps2 | 4.00 |" in report
     assert "paper's findings" not in report  # the config asks for none
+    from lightning_search.reporting.scaling import read_scaling_csv
+    from tests.helpers.tensorboard import events, scalars, text
+
+    logged = events(tmp_path / "sweep/tensorboard")  # the curves as scalars at step = NFE, the figure, the table
+    rows = read_scaling_csv(tmp_path / "sweep/scaling.csv")
+    for key in ("inception_score", "fid"):
+        assert scalars(logged, f"sweep/{key}/steps") == pytest.approx({r["nfe"]: r[key] for r in rows}, abs=1e-5)
+    assert len(logged.Images("sweep/scaling")) == 1
+    assert "| steps | steps1 |" in text(logged, "sweep/points")
     ran = []
     monkeypatch.setattr(commands, "run_point", lambda *a: ran.append(a) or {})
     commands.sweep(["--config", spec])  # both finished with these settings: nothing is loaded or run

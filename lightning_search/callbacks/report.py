@@ -9,7 +9,7 @@ from typing_extensions import override
 from lightning_search.callbacks.writer import PredictionWriter
 from lightning_search.errors import ConfigurationError
 from lightning_search.reporting.grid import save_condition_grid
-from lightning_search.reporting.loggers import log_figure, log_image, log_scalars, log_table
+from lightning_search.reporting.loggers import flush, log_figure, log_image, log_scalars, log_table
 from lightning_search.reporting.run_metrics import compute_run_metrics, write_verifier_table
 
 
@@ -134,7 +134,4 @@ class RunReport(Callback):
             plt.close(figure)
         table = [{"verifier": k, "mean score": v} for k, v in sorted((metrics.get("verifier_scores") or {}).items())]
         log_table(loggers, "run/verifiers", table)
-        for logger in loggers:
-            logger.save()
-            if hasattr(logger.experiment, "flush"):
-                logger.experiment.flush()
+        flush(loggers)

@@ -8,7 +8,6 @@ Every run folder holds ``metrics.json`` and ``predictions/`` (``records.jsonl`` 
 from __future__ import annotations
 
 import html
-import io
 import json
 import os
 from collections.abc import Sequence
@@ -17,8 +16,8 @@ from typing import Any
 
 from lightning_search.errors import ConfigurationError
 from lightning_search.reporting.diagnostics import HackingThresholds
-from lightning_search.reporting.scaling import _fmt, markdown_table
-from lightning_search.runs import RunFolder, atomic_write_bytes, atomic_write_text, read_records
+from lightning_search.reporting.scaling import _fmt, markdown_table, save_figure
+from lightning_search.runs import RunFolder, atomic_write_text, read_records
 
 # metrics of metrics.json shown after the verifier scores, with their direction (for the bar titles)
 METRICS = [("inception_score", "IS (evaluator)", "higher"), ("fid", "FID (evaluator features)", "lower"),
@@ -48,8 +47,16 @@ def table_columns(rows: Sequence[dict[str, Any]]) -> list[str]:
     return LEAD + scores + metrics
 
 
-def plot_bars(path: str | Path, rows: Sequence[dict[str, Any]]) -> None:
-    """One panel per verifier score and metric, one bar per run (matplotlib, Agg)."""
+def plot_bars(
+    path: str | Path, rows: Sequence[dict[str, Any]], loggers: Sequence = (), key: str = "compare/bars"
+) -> None:
+    """bars.png: :func:`bars_figure`, also logged as figure ``key`` to ``loggers``."""
+    save_figure(path, bars_figure(rows), loggers, key)
+
+
+def bars_figure(rows: Sequence[dict[str, Any]]):
+    """One panel per verifier score and metric, one bar per run (matplotlib, Agg) -> the figure (the caller
+    closes it)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -75,10 +82,7 @@ def plot_bars(path: str | Path, rows: Sequence[dict[str, Any]]) -> None:
         ax.set_title(f"{label}, {better} is better", fontsize=9)
         ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
+    return fig
 
 
 def common_records(run_dirs: Sequence[Path]) -> list[list[dict]]:
@@ -180,11 +184,14 @@ def write_comparison(
     max_conditions: int = 10,
     html_samples_per_condition: int = 2,
     diagnostics: HackingThresholds | dict | None = None,
+    loggers: Sequence = (),
 ) -> list[dict[str, Any]]:
     """Write ``report.md``, ``report.html``, ``bars.png`` and ``grid.png`` into ``out`` -> the table rows.
 
     ``diagnostics``: ``reporting.diagnostics.HackingThresholds`` fields (e.g. ``{baseline: base, verifier:
-    classifier}``): a verifier-hacking section for every run against the baseline, fine-tunes included."""
+    classifier}``): a verifier-hacking section for every run against the baseline, fine-tunes included.
+    ``loggers`` (``reporting.loggers.build_logger``): the table (``compare/runs``), the bars (``compare/bars``)
+    and the grid (``compare/grid``) are logged to them too."""
     out = Path(out)
     run_dirs = [Path(r) for r in run_dirs]
     names = list(names) if names else [r.name for r in run_dirs]
@@ -195,8 +202,14 @@ def write_comparison(
     rows = [read_run(run, name) for run, name in zip(run_dirs, names)]
     columns = table_columns(rows)
     out.mkdir(parents=True, exist_ok=True)
-    plot_bars(out / "bars.png", rows)
+    plot_bars(out / "bars.png", rows, loggers)
     write_grid(out / "grid.png", names, run_dirs, per_condition, max_conditions)
+    if loggers:
+        from lightning_search.reporting.loggers import flush, log_image, log_table
+
+        log_table(loggers, "compare/runs", [{c: r.get(c) for c in columns} for r in rows])
+        log_image(loggers, "compare/grid", out / "grid.png")
+        flush(loggers)
     panels = ", ".join(f"`{n}`" for n in names)
     text = [
         f"# {title}",

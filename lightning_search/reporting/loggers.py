@@ -2,9 +2,10 @@
 
 Lightning's loggers share ``log_metrics`` for scalars but not images, figures or tables: TensorBoard has
 ``add_image`` / ``add_figure`` / ``add_text``, W&B ``log_image`` / ``log_table``, MLflow its client's
-``log_image`` / ``log_figure`` / ``log_table``. These helpers speak each one's own API (looked up by the
-logger's class, so W&B and MLflow need not be installed), and say nothing to a logger that has no place for
-the thing (CSV keeps scalars only).
+``log_image`` / ``log_figure`` / ``log_table``. These helpers speak each one's own public API (looked up by the
+logger's class name, so W&B and MLflow need not be installed), and say nothing to a logger that has no place
+for the thing (CSV keeps scalars only). :func:`read_scalars` reads a run's scalars back (TensorBoard event
+files, or a CSV logger's ``metrics.csv``).
 """
 
 from __future__ import annotations
@@ -51,8 +52,8 @@ def log_image(loggers: Iterable[Logger], key: str, image: np.ndarray | str | Pat
             logger.experiment.add_image(key, image, step, dataformats="HWC")
         elif kind == "WandbLogger":
             logger.log_image(key=key, images=[image], step=step)
-        elif kind == "MLFlowLogger":
-            logger.experiment.log_image(logger.run_id, image, f"{key}_{step}.png")
+        elif kind == "MLFlowLogger":  # the logger's experiment is an MlflowClient
+            logger.experiment.log_image(logger.run_id, image, artifact_file=f"{key}_{step}.png")
 
 
 def log_figure(loggers: Iterable[Logger], key: str, figure: Any, step: int = 0) -> None:
@@ -61,12 +62,16 @@ def log_figure(loggers: Iterable[Logger], key: str, figure: Any, step: int = 0) 
         kind = _kind(logger)
         if kind == "TensorBoardLogger":
             logger.experiment.add_figure(key, figure, step, close=False)
-        elif kind == "WandbLogger":
-            import wandb
-
-            logger.experiment.log({key: wandb.Image(figure)}, step=step)
+        elif kind == "WandbLogger":  # W&B's Lightning logger takes images: the figure drawn to pixels
+            logger.log_image(key=key, images=[figure_pixels(figure)], step=step)
         elif kind == "MLFlowLogger":
-            logger.experiment.log_figure(logger.run_id, figure, f"{key}_{step}.png")
+            logger.experiment.log_figure(logger.run_id, figure, artifact_file=f"{key}_{step}.png")
+
+
+def figure_pixels(figure: Any) -> np.ndarray:
+    """A matplotlib figure drawn by its canvas -> (H, W, 3) uint8."""
+    figure.canvas.draw()
+    return np.asarray(figure.canvas.buffer_rgba())[..., :3].copy()
 
 
 def log_table(loggers: Iterable[Logger], key: str, rows: Sequence[Mapping[str, Any]], step: int = 0) -> None:
@@ -84,7 +89,7 @@ def log_table(loggers: Iterable[Logger], key: str, rows: Sequence[Mapping[str, A
             logger.log_table(key=key, columns=columns, data=[[r.get(c) for c in columns] for r in rows], step=step)
         elif kind == "MLFlowLogger":
             data = {c: [r.get(c) for r in rows] for c in columns}
-            logger.experiment.log_table(logger.run_id, data=data, artifact_file=f"{key}.json")
+            logger.experiment.log_table(logger.run_id, data=data, artifact_file=f"{key}_{step}.json")
 
 
 def _cell(value: Any) -> str:
@@ -92,11 +97,12 @@ def _cell(value: Any) -> str:
 
 
 def build_logger(spec: Mapping[str, Any] | None, save_dir: str | Path) -> list[Logger]:
-    """The logger a sweep or compare config names (``class_path`` / ``init_args``), by default TensorBoard in
-    ``save_dir`` (``False``: none; W&B, MLflow: their Lightning logger class, save_dir passed)."""
+    """The logger a sweep or compare config names (``class_path`` / ``init_args``), by default (None, True)
+    TensorBoard in ``<save_dir>/tensorboard`` (False: none; W&B, MLflow: their Lightning logger class, with
+    ``save_dir`` passed unless ``init_args`` name it)."""
     if spec is False:
         return []
-    if not spec:
+    if spec is None or spec is True or not spec:
         try:
             from lightning.pytorch.loggers import TensorBoardLogger
 
@@ -108,3 +114,38 @@ def build_logger(spec: Mapping[str, Any] | None, save_dir: str | Path) -> list[L
     module, _, name = spec["class_path"].rpartition(".")
     args = {"save_dir": str(save_dir), **(spec.get("init_args") or {})}
     return [getattr(importlib.import_module(module), name)(**args)]
+
+
+def flush(loggers: Iterable[Logger]) -> None:
+    """Write what the loggers hold to disk now (TensorBoard's writer buffers events)."""
+    for logger in loggers:
+        logger.save()
+        if hasattr(logger.experiment, "flush"):
+            logger.experiment.flush()
+
+
+def read_scalars(run_dir: str | Path, tag: str) -> list[float]:
+    """The values of scalar ``tag`` in step order from a run's newest logger folder under ``run_dir`` (e.g.
+    ``<run_dir>/lightning_logs/version_3``): TensorBoard event files, else a CSV logger's ``metrics.csv``;
+    [] when the run logged no such tag.
+
+    Read with TensorBoard's own reader (``EventAccumulator``, every scalar kept) rather than parsing records.
+    """
+    folders = {p.parent for pattern in ("events.out.tfevents.*", "metrics.csv") for p in Path(run_dir).rglob(pattern)}
+    if not folders:
+        return []
+    newest = max(folders, key=lambda d: max(p.stat().st_mtime for p in d.iterdir() if p.is_file()))
+    if any(newest.glob("events.out.tfevents.*")):
+        from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
+
+        events = EventAccumulator(str(newest), size_guidance={SCALARS: 0})
+        events.Reload()
+        if tag in events.Tags()["scalars"]:
+            return [float(e.value) for e in sorted(events.Scalars(tag), key=lambda e: (e.step, e.wall_time))]
+    if (newest / "metrics.csv").is_file():
+        import csv
+
+        with open(newest / "metrics.csv") as f:
+            rows = [r for r in csv.DictReader(f) if r.get(tag) not in (None, "")]
+        return [float(r[tag]) for r in sorted(rows, key=lambda r: int(r.get("step") or 0))]
+    return []

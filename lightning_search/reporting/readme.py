@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning_search.errors import ConfigurationError
+from lightning_search.reporting.loggers import read_scalars
 
 RECORD = Path("docs/results/digits.json")
 ASSETS = Path("docs/assets")
@@ -80,11 +81,9 @@ def collect(runs: Path = Path("runs/digits")) -> dict[str, Any]:
     compare = _compare_metrics(runs / "dpo" / "compare", COMPARE_RUNS)
     accuracy = {}
     for name in ("verifier", "evaluator"):
-        logs = sorted((runs / name / "lightning_logs").glob("version_*/metrics.csv"))  # Lightning's default logger
-        if logs:
-            with open(logs[-1]) as f:
-                values = [_num(r.get("val/accuracy")) for r in csv.DictReader(f)]
-            accuracy[name] = next((v for v in reversed(values) if v is not None), None)
+        values = read_scalars(runs / name / "lightning_logs", "val/accuracy")  # Lightning's default logger
+        if values:
+            accuracy[name] = values[-1]
     rows16 = [line for line in efficiency.splitlines() if line.startswith("| 16 |")]
     return {"points": points, "findings": findings, "compare": compare, "classifier_accuracy": accuracy,
             "efficiency_n16": rows16}  # fmt: skip

@@ -53,9 +53,43 @@ def read_scaling_csv(path: str | Path) -> list[dict[str, Any]]:
         return [{k: parse(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
-def plot_scaling(path: str | Path, rows: list[dict[str, Any]], curves=CURVES) -> None:
-    """One panel per metric, NFE on a log axis, one line per group. Without evaluator metrics (a text-to-image
-    sweep) the panels are the verifiers' mean scores (``score/*``)."""
+def plot_scaling(
+    path: str | Path, rows: list[dict[str, Any]], curves=CURVES, loggers: Sequence = (), key: str = "sweep/scaling"
+) -> None:
+    """scaling.png: :func:`scaling_figure`, also logged as figure ``key`` to ``loggers`` (nothing written when
+    there is nothing numeric to draw)."""
+    fig = scaling_figure(rows, curves)
+    if fig is not None:
+        save_figure(path, fig, loggers, key)
+
+
+def save_figure(path: str | Path, fig, loggers: Sequence = (), key: str | None = None) -> None:
+    """A figure to a PNG file (atomically) and, as figure ``key``, to ``loggers``; then closed."""
+    import matplotlib.pyplot as plt
+
+    from lightning_search.reporting.loggers import log_figure
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    atomic_write_bytes(path, buffer.getvalue())
+    if loggers and key:
+        log_figure(loggers, key, fig)
+    plt.close(fig)
+
+
+def scaling_curves(rows: list[dict[str, Any]], curves=CURVES) -> list[tuple[str, str]]:
+    """The (key, label) of every panel: the curves any row has, else the verifiers' mean scores (``score/*``)."""
+    found = [(k, label) for k, label in curves if any(r.get(k) is not None for r in rows)]
+    if not found:
+        scores = sorted({k for r in rows for k in r if k.startswith("score/") and r.get(k) is not None})
+        found = [(k, f"mean {k[len('score/') :]} score") for k in scores[:6]]
+    return found
+
+
+def scaling_figure(rows: list[dict[str, Any]], curves=CURVES):
+    """One panel per metric, NFE on a log axis, one line per group -> a matplotlib figure (None: nothing
+    numeric to draw). Without evaluator metrics (a text-to-image sweep) the panels are the verifiers' mean
+    scores (``score/*``); the caller closes the figure."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -64,12 +98,9 @@ def plot_scaling(path: str | Path, rows: list[dict[str, Any]], curves=CURVES) ->
     groups: dict[str, list[dict]] = {}
     for row in rows:
         groups.setdefault(str(row["group"]), []).append(row)
-    curves = [(k, label) for k, label in curves if any(r.get(k) is not None for r in rows)]
+    curves = scaling_curves(rows, curves)
     if not curves:
-        scores = sorted({k for r in rows for k in r if k.startswith("score/") and r.get(k) is not None})
-        curves = [(k, f"mean {k[len('score/') :]} score") for k in scores[:6]]
-    if not curves:
-        return  # nothing numeric to draw
+        return None
     fig, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves), 4), squeeze=False)
     for ax, (key, label) in zip(axes[0], curves):
         for group, members in groups.items():
@@ -82,10 +113,7 @@ def plot_scaling(path: str | Path, rows: list[dict[str, Any]], curves=CURVES) ->
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
+    return fig
 
 
 def _fmt(v: Any) -> str:
