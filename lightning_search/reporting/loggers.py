@@ -124,28 +124,44 @@ def flush(loggers: Iterable[Logger]) -> None:
             logger.experiment.flush()
 
 
-def read_scalars(run_dir: str | Path, tag: str) -> list[float]:
-    """The values of scalar ``tag`` in step order from a run's newest logger folder under ``run_dir`` (e.g.
-    ``<run_dir>/lightning_logs/version_3``): TensorBoard event files, else a CSV logger's ``metrics.csv``;
-    [] when the run logged no such tag.
+def _newest_log_folder(run_dir: str | Path) -> Path | None:
+    folders = {p.parent for pattern in ("events.out.tfevents.*", "metrics.csv") for p in Path(run_dir).rglob(pattern)}
+    if not folders:
+        return None
+    return max(folders, key=lambda d: max(p.stat().st_mtime for p in d.iterdir() if p.is_file()))
+
+
+def read_scalar_events(run_dir: str | Path, tag: str | None = None) -> list[tuple[int, float, float]]:
+    """(step, wall time, value) of scalar ``tag`` (None: every scalar) in step order, from a run's newest logger
+    folder under ``run_dir`` (e.g. ``<run_dir>/lightning_logs/version_3``): TensorBoard event files, else a CSV
+    logger's ``metrics.csv`` (no wall times there: NaN); [] when the run logged no such tag.
 
     Read with TensorBoard's own reader (``EventAccumulator``, every scalar kept) rather than parsing records.
     """
-    folders = {p.parent for pattern in ("events.out.tfevents.*", "metrics.csv") for p in Path(run_dir).rglob(pattern)}
-    if not folders:
+    newest = _newest_log_folder(run_dir)
+    if newest is None:
         return []
-    newest = max(folders, key=lambda d: max(p.stat().st_mtime for p in d.iterdir() if p.is_file()))
     if any(newest.glob("events.out.tfevents.*")):
         from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
 
         events = EventAccumulator(str(newest), size_guidance={SCALARS: 0})
         events.Reload()
-        if tag in events.Tags()["scalars"]:
-            return [float(e.value) for e in sorted(events.Scalars(tag), key=lambda e: (e.step, e.wall_time))]
+        tags = [t for t in events.Tags()["scalars"] if tag is None or t == tag]
+        if tags:
+            found = [(e.step, e.wall_time, float(e.value)) for t in tags for e in events.Scalars(t)]
+            return sorted(found, key=lambda e: (e[0], e[1]))
     if (newest / "metrics.csv").is_file():
         import csv
 
         with open(newest / "metrics.csv") as f:
-            rows = [r for r in csv.DictReader(f) if r.get(tag) not in (None, "")]
-        return [float(r[tag]) for r in sorted(rows, key=lambda r: int(r.get("step") or 0))]
+            rows = list(csv.DictReader(f))
+        tags = [tag] if tag is not None else [k for k in (rows[0] if rows else {}) if k not in ("step", "epoch")]
+        found = [(int(r.get("step") or 0), float("nan"), float(r[t])) for r in rows for t in tags
+                 if r.get(t) not in (None, "")]  # fmt: skip
+        return sorted(found, key=lambda e: e[0])
     return []
+
+
+def read_scalars(run_dir: str | Path, tag: str) -> list[float]:
+    """The values of scalar ``tag`` in step order (:func:`read_scalar_events`)."""
+    return [value for _, _, value in read_scalar_events(run_dir, tag)]

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning_search.errors import ConfigurationError
-from lightning_search.reporting.loggers import read_scalars
+from lightning_search.reporting.loggers import read_scalar_events, read_scalars
 
 RECORD = Path("docs/results/digits.json")
 ASSETS = Path("docs/assets")
@@ -65,6 +65,29 @@ def _compare_metrics(folder: Path, names: list[str]) -> dict[str, dict[str, Any]
     return compare
 
 
+def fit_cost(run: Path) -> dict[str, Any] | None:
+    """A fine-tune's cost from its own folder: optimizer steps and training examples (pairs, or GRPO rollouts)
+    from the config LightningCLI saved, seconds from the first to the last event its logger wrote."""
+    import yaml
+
+    configs = sorted(run.rglob("config.yaml"), key=lambda p: p.stat().st_mtime)
+    if not configs:
+        return None
+    config = yaml.safe_load(configs[-1].read_text())
+    steps = config["trainer"]["max_steps"]
+    batch = config["data"]["init_args"]["batch_size"]
+    objective = config["model"]["init_args"].get("objective") or {}
+    group, updates = (
+        (objective.get("init_args") or {}).get("group_size"),
+        (objective.get("init_args") or {}).get("updates"),
+    )
+    online = str(objective.get("class_path", "")).endswith("GRPO")
+    examples = steps // updates * batch * group if online else steps * batch
+    times = [wall for _, wall, _ in read_scalar_events(run) if wall == wall]  # NaN: a CSV logger has no times
+    seconds = max(times) - min(times) if times else None
+    return {"steps": steps, "examples": examples, "kind": "rollouts" if online else "pairs", "seconds": seconds}
+
+
 def collect(runs: Path = Path("runs/digits")) -> dict[str, Any]:
     """Every number the README quotes, from the digits run folders (``make demo``'s)."""
     sweep = runs / "sweep"
@@ -85,8 +108,9 @@ def collect(runs: Path = Path("runs/digits")) -> dict[str, Any]:
         if values:
             accuracy[name] = values[-1]
     rows16 = [line for line in efficiency.splitlines() if line.startswith("| 16 |")]
+    costs = {name: fit_cost(runs / name) for name in ("dpo", "grpo") if (runs / name).is_dir()}
     return {"points": points, "findings": findings, "compare": compare, "classifier_accuracy": accuracy,
-            "efficiency_n16": rows16}  # fmt: skip
+            "efficiency_n16": rows16, "costs": {k: v for k, v in costs.items() if v}}  # fmt: skip
 
 
 def _f(v: float | None, digits: int = 2) -> str:
@@ -119,7 +143,12 @@ def render(record: dict[str, Any]) -> dict[str, str]:
                    f"{_f(acc.get('evaluator'), 3)}.")  # fmt: skip
     efficiency = ["| N | target score | algorithm | NFE to reach it | x fewer NFEs | IS | FID | recall |",
                   "|---|---|---|---|---|---|---|---|", *record["efficiency_n16"]]  # fmt: skip
+    costs = ["| fine-tune | optimizer steps | training examples | seconds (first to last logged step, one CPU thread) |",
+             "|---|---|---|---|"]  # fmt: skip
+    for name, c in record.get("costs", {}).items():
+        costs.append(f"| {name.upper()} | {c['steps']} | {c['examples']:,} {c['kind']} | {_f(c['seconds'], 0)} |")
     return {
+        "digits-costs": "\n".join(costs),
         "digits-table": "\n".join(table),
         "digits-findings": "\n".join(record["findings"]),
         "digits-classifiers": classifiers,
