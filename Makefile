@@ -55,6 +55,7 @@ demo: | $(STAMP)
 	$(RUN) sweep --config recipes/digits/sweep.yaml --force true
 	$(MAKE) demo-dpo
 	@echo "demo outputs: runs/digits/sample/{grid.png,metrics.json}, runs/digits/sweep/{scaling.csv,scaling.png,grid.png,report.md}, runs/digits/dpo/compare/{report.md,report.html}"
+	@$(RUN) readme --check || echo "demo: this run's numbers differ from the README's (another machine or library version?); \`lightning-search readme\` rewrites the README from them"
 
 # The shapes world (text-to-image with an exact judge): the small and big generators and the CLIP analogue are
 # independent, so `make -j3 fit-shapes` trains them side by side, one thread each.

@@ -400,7 +400,7 @@ def readme(argv: list[str]) -> None:
 
     parser = _parser("lightning-search readme", readme.__doc__)
     parser.add_argument("--root", default=".", help="the checkout: README.md, docs/results/, runs/")
-    parser.add_argument("--check", type=bool, default=False, help="change nothing; fail if anything is stale")
+    parser.add_argument("--check", action="store_true", help="change nothing; fail if anything is stale")
     cfg = parser.parse_args(argv)
     root = Path(cfg.root)
     page = root / "README.md"

@@ -66,25 +66,25 @@ def _compare_metrics(folder: Path, names: list[str]) -> dict[str, dict[str, Any]
 
 
 def fit_cost(run: Path) -> dict[str, Any] | None:
-    """A fine-tune's cost from its own folder: optimizer steps and training examples (pairs, or GRPO rollouts)
-    from the config LightningCLI saved, seconds from the first to the last event its logger wrote."""
+    """A fine-tune's cost from its own logger folder (``<run>/lightning_logs/version_N``): optimizer steps and
+    training examples (pairs, or GRPO rollouts) from the config LightningCLI saved there, and seconds from the
+    logger's start (its event file is named by its creation time) to the last event it wrote."""
     import yaml
 
-    configs = sorted(run.rglob("config.yaml"), key=lambda p: p.stat().st_mtime)
+    logs = run / "lightning_logs"
+    configs = sorted(logs.glob("version_*/config.yaml"), key=lambda p: p.stat().st_mtime)
     if not configs:
         return None
     config = yaml.safe_load(configs[-1].read_text())
     steps = config["trainer"]["max_steps"]
     batch = config["data"]["init_args"]["batch_size"]
     objective = config["model"]["init_args"].get("objective") or {}
-    group, updates = (
-        (objective.get("init_args") or {}).get("group_size"),
-        (objective.get("init_args") or {}).get("updates"),
-    )
+    settings = objective.get("init_args") or {}
     online = str(objective.get("class_path", "")).endswith("GRPO")
-    examples = steps // updates * batch * group if online else steps * batch
-    times = [wall for _, wall, _ in read_scalar_events(run) if wall == wall]  # NaN: a CSV logger has no times
-    seconds = max(times) - min(times) if times else None
+    examples = steps // settings["updates"] * batch * settings["group_size"] if online else steps * batch
+    started = [int(p.name.split(".")[3]) for p in configs[-1].parent.glob("events.out.tfevents.*")]
+    times = [wall for _, wall, _ in read_scalar_events(configs[-1].parent)]
+    seconds = max(times) - min(started) if started and times else None
     return {"steps": steps, "examples": examples, "kind": "rollouts" if online else "pairs", "seconds": seconds}
 
 
@@ -143,7 +143,7 @@ def render(record: dict[str, Any]) -> dict[str, str]:
                    f"{_f(acc.get('evaluator'), 3)}.")  # fmt: skip
     efficiency = ["| N | target score | algorithm | NFE to reach it | x fewer NFEs | IS | FID | recall |",
                   "|---|---|---|---|---|---|---|---|", *record["efficiency_n16"]]  # fmt: skip
-    costs = ["| fine-tune | optimizer steps | training examples | seconds (first to last logged step, one CPU thread) |",
+    costs = ["| fine-tune | optimizer steps | training examples | seconds (logger start to last step, one CPU thread) |",
              "|---|---|---|---|"]  # fmt: skip
     for name, c in record.get("costs", {}).items():
         costs.append(f"| {name.upper()} | {c['steps']} | {c['examples']:,} {c['kind']} | {_f(c['seconds'], 0)} |")
@@ -210,24 +210,22 @@ class World:
     collect: Callable[[Path], dict[str, Any]]
     render: Callable[[dict[str, Any]], dict[str, str]]
     pictures: dict[str, str]
+    blocks: tuple[str, ...]
 
 
 WORLDS = {
     "digits": World(
-        Path("runs/digits"),
-        RECORD,
-        collect,
-        render,
+        Path("runs/digits"), RECORD, collect, render,
         {"sweep/scaling.png": "digits_scaling.png", "sweep/grid.png": "digits_grid_n1_vs_n32.png"},
+        ("digits-table", "digits-classifiers", "digits-findings", "digits-efficiency", "digits-finetune",
+         "digits-costs"),
     ),
     "shapes": World(
-        Path("runs/shapes"),
-        Path("docs/results/shapes.json"),
-        collect_shapes,
-        render_shapes,
+        Path("runs/shapes"), Path("docs/results/shapes.json"), collect_shapes, render_shapes,
         {"sweep/grid.png": "shapes_grid.png", "compare/grid.png": "shapes_compare_grid.png"},
+        ("shapes-sweep", "shapes-finetune"),
     ),
-}
+}  # fmt: skip
 
 
 def render_all(root: Path = Path(".")) -> dict[str, str]:
@@ -240,12 +238,16 @@ def render_all(root: Path = Path(".")) -> dict[str, str]:
 
 
 def apply(text: str, blocks: dict[str, str]) -> str:
-    """The README text with every generated block replaced; a marker with no block is an error."""
+    """The README text with its generated blocks replaced by ``blocks``; a block of a world with no record yet
+    stays as it is, and a marker no world generates is an error."""
+    known = {name for world in WORLDS.values() for name in world.blocks}
 
     def replace(match: re.Match) -> str:
         name = match.group("name")
+        if name not in known:
+            raise ConfigurationError(f"README block {name!r} has no generator; known: {', '.join(sorted(known))}")
         if name not in blocks:
-            raise ConfigurationError(f"README block {name!r} has no generator; known: {', '.join(sorted(blocks))}")
+            return match.group(0)
         return f"<!-- generated: {name} -->\n{blocks[name]}\n<!-- end generated -->"
 
     return MARK.sub(replace, text)
