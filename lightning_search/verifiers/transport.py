@@ -30,6 +30,8 @@ from typing import Any, TypeVar
 
 import torch
 
+from lightning_search.errors import ConfigurationError
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -234,3 +236,43 @@ def with_retries(
                 late.tries = tries
                 raise late from None
         time.sleep(wait)
+
+
+class RetryPolicy:
+    """How a client bounds and retries its requests: ``timeout`` seconds per socket operation (connect, each
+    read), ``deadline_s`` seconds for a whole call, every request and retry included (None: no limit), and up
+    to ``max_retries`` retries after the first try, the wait before retry k being ``backoff * 2**(k-1)``
+    seconds, at most ``max_backoff`` (:func:`with_retries`)."""
+
+    def __init__(
+        self, timeout: float, deadline_s: float | None, max_retries: int, backoff: float, max_backoff: float
+    ) -> None:
+        if timeout <= 0 or max_retries < 0 or backoff < 0 or (deadline_s is not None and deadline_s <= 0):
+            raise ConfigurationError(
+                "timeout > 0, deadline_s > 0 (or None), max_retries >= 0 and backoff >= 0 are required, got "
+                f"{timeout}, {deadline_s}, {max_retries}, {backoff}"
+            )
+        self.timeout, self.max_retries = float(timeout), max_retries
+        self.deadline_s = None if deadline_s is None else float(deadline_s)
+        self.backoff, self.max_backoff = float(backoff), float(max_backoff)
+
+    def deadline(self) -> Deadline:
+        """The deadline of a call starting now."""
+        return Deadline(self.deadline_s)
+
+    def run(self, attempt: Callable[[], T], deadline: Deadline, describe: str) -> T:
+        """``attempt()`` with this policy's retries, within ``deadline`` (:func:`with_retries`)."""
+        return with_retries(
+            attempt,
+            max_retries=self.max_retries,
+            backoff=self.backoff,
+            max_backoff=self.max_backoff,
+            deadline=deadline,
+            describe=describe,
+        )
+
+
+def bearer_header(secret: str | None) -> dict[str, str]:
+    """The ``Authorization`` header carrying a bearer token or API key (no header without one): the only place
+    a client puts its secret."""
+    return {"Authorization": "Bearer " + secret} if secret else {}
