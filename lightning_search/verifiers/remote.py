@@ -33,14 +33,7 @@ import torch
 
 from lightning_search.errors import ConfigurationError, LightningSearchError
 from lightning_search.verifiers.base import Verifier
-from lightning_search.verifiers.transport import (
-    Deadline,
-    HTTPProblem,
-    RetryPolicy,
-    bearer_header,
-    png_base64,
-    post_json,
-)
+from lightning_search.verifiers.transport import Deadline, HTTPClient, HTTPProblem, png_base64
 
 
 class RemoteVerifierError(LightningSearchError):
@@ -88,14 +81,14 @@ class RemoteVerifier(Verifier):
         if batch_size < 1:
             raise ConfigurationError(f"remote verifier batch_size must be >= 1, got {batch_size}")
         self.batch_size = batch_size
-        self.retries = RetryPolicy(timeout, deadline_s, max_retries, backoff, max_backoff)
+        self.http = HTTPClient(timeout, deadline_s, max_retries, backoff, max_backoff)
         self.token_env, self.x0_time, self.channels = token_env, x0_time, channels
         self.label = name or self.url.removesuffix("/score")
         # Read once at construction; kept private and out of repr, logs, errors and pickles.
         self._token = os.environ.get(token_env) if token_env else None
 
     def extra_repr(self) -> str:
-        return f"url={self.url!r}, batch_size={self.batch_size}, deadline_s={self.retries.deadline_s}, token_env={self.token_env!r}"
+        return f"url={self.url!r}, batch_size={self.batch_size}, deadline_s={self.http.deadline_s}, token_env={self.token_env!r}"
 
     def __getstate__(self) -> dict[str, Any]:  # never pickle the token (a checkpoint, a spawned worker)
         state = self.__dict__.copy()
@@ -108,11 +101,10 @@ class RemoteVerifier(Verifier):
     def _request(self, items: list[dict[str, Any]], deadline: Deadline, first: int) -> dict[str, float]:
         """One batch -> {id: score}, with retries."""
         body = json.dumps({"items": items}).encode()
-        headers = bearer_header(self._token)
         last = first + len(items) - 1
         try:
-            answer = self.retries.run(
-                lambda: post_json(self.url, body, headers=headers, timeout=self.retries.timeout, deadline=deadline),
+            answer = self.http.retrying(
+                lambda: self.http.post(self.url, body, deadline, self._token),
                 deadline,
                 f"remote verifier {self.label}, items {first}-{last}",
             )
@@ -166,7 +158,7 @@ class RemoteVerifier(Verifier):
             json.dumps(list(conditions))
         except (TypeError, ValueError) as err:
             raise self._fail(f"conditions must be JSON values to travel ({err})") from None
-        deadline = self.retries.deadline()  # one for the whole call
+        deadline = self.http.deadline()  # one for the whole call
         cpu = images.detach().cpu()
         cpu_x0 = x0_images.detach().cpu() if self.x0_time is not None else None
         scores: list[float] = []

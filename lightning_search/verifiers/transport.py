@@ -238,11 +238,15 @@ def with_retries(
         time.sleep(wait)
 
 
-class RetryPolicy:
-    """How a client bounds and retries its requests: ``timeout`` seconds per socket operation (connect, each
-    read), ``deadline_s`` seconds for a whole call, every request and retry included (None: no limit), and up
-    to ``max_retries`` retries after the first try, the wait before retry k being ``backoff * 2**(k-1)``
-    seconds, at most ``max_backoff`` (:func:`with_retries`)."""
+class HTTPClient:
+    """How a client of a JSON-over-HTTP server makes its requests: ``timeout`` seconds per socket operation
+    (connect, each read), ``deadline_s`` seconds for a whole call, every request and retry included (None: no
+    limit), and up to ``max_retries`` retries after the first try, the wait before retry k being
+    ``backoff * 2**(k-1)`` seconds, at most ``max_backoff`` (:func:`with_retries`).
+
+    It holds no secret: a token or API key is passed to each :meth:`post` and goes only into that request's
+    ``Authorization`` header.
+    """
 
     def __init__(
         self, timeout: float, deadline_s: float | None, max_retries: int, backoff: float, max_backoff: float
@@ -260,8 +264,14 @@ class RetryPolicy:
         """The deadline of a call starting now."""
         return Deadline(self.deadline_s)
 
-    def run(self, attempt: Callable[[], T], deadline: Deadline, describe: str) -> T:
-        """``attempt()`` with this policy's retries, within ``deadline`` (:func:`with_retries`)."""
+    def post(self, url: str, body: bytes, deadline: Deadline, secret: str | None = None, **options: Any) -> Any:
+        """One :func:`post_json` with this client's timeout and ``secret`` (if any) as the bearer token;
+        ``options``: post_json's ``retry_status`` and ``retry_malformed``."""
+        headers = {"Authorization": "Bearer " + secret} if secret else {}
+        return post_json(url, body, headers=headers, timeout=self.timeout, deadline=deadline, **options)
+
+    def retrying(self, attempt: Callable[[], T], deadline: Deadline, describe: str) -> T:
+        """``attempt()`` with this client's retries, within ``deadline`` (:func:`with_retries`)."""
         return with_retries(
             attempt,
             max_retries=self.max_retries,
@@ -270,9 +280,3 @@ class RetryPolicy:
             deadline=deadline,
             describe=describe,
         )
-
-
-def bearer_header(secret: str | None) -> dict[str, str]:
-    """The ``Authorization`` header carrying a bearer token or API key (no header without one): the only place
-    a client puts its secret."""
-    return {"Authorization": "Bearer " + secret} if secret else {}

@@ -30,14 +30,7 @@ import torch
 from lightning_search.errors import ConfigurationError, LightningSearchError
 from lightning_search.verifiers.base import Verifier
 from lightning_search.verifiers.clip_models import condition_text
-from lightning_search.verifiers.transport import (
-    Deadline,
-    HTTPProblem,
-    RetryPolicy,
-    bearer_header,
-    png_base64,
-    post_json,
-)
+from lightning_search.verifiers.transport import Deadline, HTTPClient, HTTPProblem, png_base64
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +159,7 @@ class VLMGraderVerifier(Verifier):
         if max_workers < 1:
             raise ConfigurationError(f"VLM grader max_workers must be >= 1, got {max_workers}")
         self.max_workers = max_workers
-        self.retries = RetryPolicy(timeout, deadline_s, max_retries, backoff, max_backoff)
+        self.http = HTTPClient(timeout, deadline_s, max_retries, backoff, max_backoff)
         self.temperature, self.max_tokens, self.json_mode = temperature, max_tokens, json_mode
 
     def extra_repr(self) -> str:
@@ -199,12 +192,11 @@ class VLMGraderVerifier(Verifier):
         return json.dumps(body).encode()
 
     def _post(self, body: bytes, deadline: Deadline) -> str:
-        payload = post_json(
+        payload = self.http.post(
             self.url,
             body,
-            headers=bearer_header(self._api_key),
-            timeout=self.retries.timeout,
-            deadline=deadline,
+            deadline,
+            self._api_key,
             retry_status=lambda code: code not in _NO_RETRY,
             retry_malformed=True,
         )
@@ -222,7 +214,7 @@ class VLMGraderVerifier(Verifier):
         """The rubric grades of one image (C, H, W) for ``prompt``, with retries (within ``deadline``, or
         ``deadline_s`` from now)."""
         body = self._body(prompt, image)
-        deadline = deadline or self.retries.deadline()
+        deadline = deadline or self.http.deadline()
         needed = list(self.aggregate)
 
         def attempt() -> dict[str, float]:
@@ -232,7 +224,7 @@ class VLMGraderVerifier(Verifier):
                 raise HTTPProblem(f"malformed answer: {err}") from None
 
         try:
-            return self.retries.run(attempt, deadline, f"VLM grader {self.url}, candidate {index}")
+            return self.http.retrying(attempt, deadline, f"VLM grader {self.url}, candidate {index}")
         except HTTPProblem as problem:
             raise VLMGraderError(
                 f"VLM grader at {self.url} (model {self.model!r}) gave no valid grade for candidate {index} after "
@@ -250,7 +242,7 @@ class VLMGraderVerifier(Verifier):
     ) -> torch.Tensor:
         prompts = [condition_text(c) for c in conditions]
         cpu_images = images.detach().cpu()
-        deadline = self.retries.deadline()  # one for the whole call, shared by every candidate's requests
+        deadline = self.http.deadline()  # one for the whole call, shared by every candidate's requests
         with ThreadPoolExecutor(max_workers=min(self.max_workers, max(1, len(prompts)))) as pool:
             futures = [pool.submit(self.grade, p, cpu_images[i], i, deadline) for i, p in enumerate(prompts)]
             try:
