@@ -33,7 +33,7 @@ import torch
 
 from lightning_search.errors import ConfigurationError, LightningSearchError
 from lightning_search.verifiers.base import Verifier
-from lightning_search.verifiers.transport import Deadline, HTTPClient, HTTPProblem, png_base64
+from lightning_search.verifiers.transport import Deadline, HTTPClient, HTTPProblem, endpoint_url, png_base64
 
 
 class RemoteVerifierError(LightningSearchError):
@@ -74,10 +74,7 @@ class RemoteVerifier(Verifier):
         name: str | None = None,
     ) -> None:
         super().__init__()
-        if not url.startswith(("http://", "https://")):
-            raise ConfigurationError(f"remote verifier url must be an http(s) URL, got {url!r}")
-        url = url.rstrip("/")
-        self.url = url if url.endswith("/score") else url + "/score"
+        self.url = endpoint_url(url, "/score", "remote verifier url")
         if batch_size < 1:
             raise ConfigurationError(f"remote verifier batch_size must be >= 1, got {batch_size}")
         self.batch_size = batch_size

@@ -238,6 +238,15 @@ def with_retries(
         time.sleep(wait)
 
 
+def endpoint_url(url: str, path: str, what: str) -> str:
+    """The URL of a server's ``path`` (``/score``, ``/chat/completions``) from its base URL (``path`` is added)
+    or its full one (kept as it is); ``what`` names the setting in the message refusing a non-http(s) URL."""
+    if not url.startswith(("http://", "https://")):
+        raise ConfigurationError(f"{what} must be an http(s) URL, got {url!r}")
+    url = url.rstrip("/")
+    return url if url.endswith(path) else url + path
+
+
 class HTTPClient:
     """How a client of a JSON-over-HTTP server makes its requests: ``timeout`` seconds per socket operation
     (connect, each read), ``deadline_s`` seconds for a whole call, every request and retry included (None: no

@@ -30,7 +30,7 @@ import torch
 from lightning_search.errors import ConfigurationError, LightningSearchError
 from lightning_search.verifiers.base import Verifier
 from lightning_search.verifiers.clip_models import condition_text
-from lightning_search.verifiers.transport import Deadline, HTTPClient, HTTPProblem, png_base64
+from lightning_search.verifiers.transport import Deadline, HTTPClient, HTTPProblem, endpoint_url, png_base64
 
 log = logging.getLogger(__name__)
 
@@ -137,10 +137,7 @@ class VLMGraderVerifier(Verifier):
         json_mode: bool = True,
     ) -> None:
         super().__init__()
-        if not endpoint.startswith(("http://", "https://")):
-            raise ConfigurationError(f"VLM grader endpoint must be an http(s) URL, got {endpoint!r}")
-        endpoint = endpoint.rstrip("/")
-        self.url = endpoint if endpoint.endswith("/chat/completions") else endpoint + "/chat/completions"
+        self.url = endpoint_url(endpoint, "/chat/completions", "VLM grader endpoint")
         self.model = model
         self.api_key_env = api_key_env
         # Read once at construction; kept private and out of repr, logs and errors.
