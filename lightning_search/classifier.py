@@ -22,44 +22,48 @@ from lightning_search.factories import plain_callable
 from lightning_search.seeding import run_seed, seeded_step
 
 
-class DigitsCNN(nn.Module):
-    """Two 3x3 convolutions and a 2x2 pool: 8x8 -> 4x4 x 32 -> 64 features -> logits."""
+class FeatureClassifier(nn.Module):
+    """A body from images to ``feature_dim`` features and a linear head from them to logits: the sample-quality
+    metrics and the self-supervised verifier read the features, the classifier verifier the logits.
+
+    images: (B, 1, 8, 8) -> logits (B, num_classes)
+    """
 
     feature_dim = 64
 
-    def __init__(self, num_classes: int = 10) -> None:
+    def __init__(self, body: nn.Module, num_classes: int) -> None:
         super().__init__()
-        self.body = nn.Sequential(
+        self.body = body
+        self.head = nn.Linear(self.feature_dim, num_classes)
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        return self.body(images)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(images))
+
+
+class DigitsCNN(FeatureClassifier):
+    """Two 3x3 convolutions and a 2x2 pool: 8x8 -> 4x4 x 32 -> 64 features -> logits."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        # built before the head, as the weights were always drawn (body, then head)
+        body = nn.Sequential(
             nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
             nn.Flatten(), nn.Linear(32 * 16, self.feature_dim), nn.ReLU(),
         )  # fmt: skip
-        self.head = nn.Linear(self.feature_dim, num_classes)
-
-    def features(self, images: torch.Tensor) -> torch.Tensor:
-        return self.body(images)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(images))
+        super().__init__(body, num_classes)
 
 
-class DigitsWideNet(nn.Module):
+class DigitsWideNet(FeatureClassifier):
     """A different design for the evaluator: strided 5x5 convolution, dropout, 2-layer MLP; 64 features."""
 
-    feature_dim = 64
-
     def __init__(self, num_classes: int = 10) -> None:
-        super().__init__()
-        self.body = nn.Sequential(
+        body = nn.Sequential(
             nn.Conv2d(1, 32, 5, padding=2, stride=2), nn.GELU(), nn.Flatten(), nn.Dropout(0.2),
             nn.Linear(32 * 16, 128), nn.GELU(), nn.Linear(128, self.feature_dim), nn.GELU(),
         )  # fmt: skip
-        self.head = nn.Linear(self.feature_dim, num_classes)
-
-    def features(self, images: torch.Tensor) -> torch.Tensor:
-        return self.body(images)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(images))
+        super().__init__(body, num_classes)
 
 
 CLASSIFIERS: dict[str, type[nn.Module]] = {"digits-cnn": DigitsCNN, "digits-wide": DigitsWideNet}

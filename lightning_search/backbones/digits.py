@@ -14,8 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from lightning_search.backbones.base import Backbone
-from lightning_search.backbones.schedules import FlowSchedule
+from lightning_search.backbones.pixel import PixelFlowBackbone
 from lightning_search.errors import lookup
 
 
@@ -84,7 +83,7 @@ class DigitsFlowNet(nn.Module):
         return self.out(self.final_norm(h) * (1 + scale) + shift).view_as(x)
 
 
-class DigitsBackbone(Backbone):
+class DigitsBackbone(PixelFlowBackbone):
     """Class-conditional flow model on 8x8 digits in [-1, 1].
 
     Args:
@@ -93,14 +92,12 @@ class DigitsBackbone(Backbone):
         label_dropout: probability of replacing the label by the null label in training (for CFG).
     """
 
-    prediction_type = "velocity"
     lora_target_modules = ["embed_x", "mlp.0", "mlp.2", "modulation.1", "final_modulation.1", "out"]
 
     def __init__(self, size: str = "digits-m", num_classes: int = 10, label_dropout: float = 0.1) -> None:
         super().__init__()
         spec = lookup(DIGITS_SIZES, "digits size", size)
         self.size, self.num_classes, self.condition_dropout = size, num_classes, label_dropout
-        self.schedule = FlowSchedule()
         self.net = DigitsFlowNet(spec.width, spec.depth, spec.mlp_ratio, num_classes)
 
     @property
@@ -115,12 +112,3 @@ class DigitsBackbone(Backbone):
 
     def null_conditions(self, cond: torch.Tensor) -> torch.Tensor:
         return torch.full_like(cond, self.num_classes)
-
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        return self.net(x_t, t, cond)
-
-    def decode(self, x0: torch.Tensor) -> torch.Tensor:
-        return ((x0 + 1) / 2).clamp(0, 1)
-
-    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        return images * 2 - 1

@@ -20,9 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightning_search.backbones.base import Backbone
 from lightning_search.backbones.digits import timestep_embedding
-from lightning_search.backbones.schedules import FlowSchedule
+from lightning_search.backbones.pixel import PixelFlowBackbone
 from lightning_search.errors import ConfigurationError, lookup
 
 PAD, NULL = "<pad>", "<null>"
@@ -172,7 +171,7 @@ class ShapesUNet(nn.Module):
         return F.pixel_shuffle(self.out(F.silu(self.out_norm(h))), 2)
 
 
-class ShapesBackbone(Backbone):
+class ShapesBackbone(PixelFlowBackbone):
     """Text-conditional flow model on 32x32 RGB shapes scenes in [-1, 1].
 
     Args:
@@ -182,7 +181,6 @@ class ShapesBackbone(Backbone):
         image_size: image side; the UNet needs a multiple of 8.
     """
 
-    prediction_type = "velocity"
     # modules called as modules: nn.MultiheadAttention reads out_proj.weight directly, so LoRA there would be inert
     lora_target_modules = ["film", "embed_text", "conv1", "conv2"]
 
@@ -197,7 +195,6 @@ class ShapesBackbone(Backbone):
             raise ConfigurationError(f"shapes image_size must be a multiple of 8, got {image_size}")
         spec = lookup(SHAPES_SIZES, "shapes size", size)
         self.size, self.condition_dropout, self.image_size = size, caption_dropout, image_size
-        self.schedule = FlowSchedule()
         self.tokenizer = WordTokenizer(vocabulary(), max_length)
         self.net = ShapesUNet(spec, len(self.tokenizer), max_length)
 
@@ -211,12 +208,3 @@ class ShapesBackbone(Backbone):
 
     def null_conditions(self, cond: torch.Tensor) -> torch.Tensor:
         return self.tokenizer.null(cond.shape[0]).to(cond.device)
-
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        return self.net(x_t, t, cond)
-
-    def decode(self, x0: torch.Tensor) -> torch.Tensor:
-        return ((x0 + 1) / 2).clamp(0, 1)
-
-    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        return images * 2 - 1

@@ -212,6 +212,16 @@ def tiny_sdxl_pipeline():
 
 # -- PixArt-Alpha / -Sigma and DiT --------------------------------------------------------------------------
 
+# the geometry the tiny PixArt, DiT and SD3 transformers share: 16 x 16 latents in 2 x 2 patches, 2 layers of 2
+# heads of width 8
+TINY_TRANSFORMER = {
+    "sample_size": 16,
+    "patch_size": 2,
+    "num_layers": 2,
+    "num_attention_heads": 2,
+    "attention_head_dim": 8,
+}
+
 
 def _tiny_pixart(pipeline_name: str):
     import diffusers
@@ -219,11 +229,7 @@ def _tiny_pixart(pipeline_name: str):
 
     tokenizer = tiny_t5_tokenizer()
     transformer = PixArtTransformer2DModel(
-        sample_size=16,
-        num_layers=2,
-        patch_size=2,
-        attention_head_dim=8,
-        num_attention_heads=2,
+        **TINY_TRANSFORMER,
         caption_channels=32,
         in_channels=4,
         cross_attention_dim=16,
@@ -261,13 +267,9 @@ def tiny_dit_pipeline():
     from diffusers import DDIMScheduler, DiTPipeline, DiTTransformer2DModel
 
     transformer = DiTTransformer2DModel(
-        sample_size=16,
-        patch_size=2,
+        **TINY_TRANSFORMER,
         in_channels=4,
         out_channels=8,  # learned variance, as DiT-XL/2
-        num_layers=2,
-        num_attention_heads=2,
-        attention_head_dim=8,
         num_embeds_ada_norm=1000,  # must be 1000: the pipeline's null class is 1000
         norm_type="ada_norm_zero",
     )
@@ -331,13 +333,9 @@ def _tiny_sd3(sd35: bool):
     # CLIP-L (16) + CLIP-G (32) hidden states are padded to T5's width (64), as 768 + 1280 are padded to 4096
     text_encoder, text_encoder_2 = _clip_text_encoder(tokenizer, 16, 16), _clip_text_encoder(tokenizer_2, 32, 32)
     transformer = SD3Transformer2DModel(
-        sample_size=16,
-        patch_size=2,
+        **TINY_TRANSFORMER,
         in_channels=16,
         out_channels=16,
-        num_layers=2,
-        attention_head_dim=8,
-        num_attention_heads=2,
         joint_attention_dim=64,  # T5's d_model
         caption_projection_dim=16,
         pooled_projection_dim=16 + 32,  # both CLIP projections

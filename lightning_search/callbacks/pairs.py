@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
 from lightning import LightningModule, Trainer
-from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info
 from typing_extensions import override
 
+from lightning_search.callbacks.writer import RunFolderWriter
 from lightning_search.errors import Interrupted
-from lightning_search.runs import RunFolder, image_to_png_bytes, write_preference_pairs
+from lightning_search.runs import image_to_png_bytes, write_preference_pairs
 
 COLUMNS = ("caption", "jpg_0", "jpg_1", "label_0", "score_0", "score_1", "seed_0", "seed_1")
 
 
-class PairsWriter(BasePredictionWriter):
+class PairsWriter(RunFolderWriter):
     """Collects the pairs of every batch and writes ``<run>/pairs`` at the end of predict, in the Pick-a-Pic
     schema: ``caption`` (the condition), ``jpg_0`` (the winner, PNG bytes), ``jpg_1`` (the loser), ``label_0``
     (1.0: image 0 preferred), plus ``score_0`` / ``score_1`` and the noise seeds ``seed_0`` / ``seed_1``; and
@@ -28,28 +27,15 @@ class PairsWriter(BasePredictionWriter):
     """
 
     def __init__(self, output_dir: str | None = None) -> None:
-        super().__init__(write_interval="batch")
-        self.output_dir = output_dir
+        super().__init__(output_dir)
         self.rows: list[dict[str, Any]] = []
-
-    def folder(self, trainer: Trainer) -> RunFolder:
-        return RunFolder(Path(self.output_dir or trainer.default_root_dir))
 
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self.rows = []
 
     @override
-    def write_on_batch_end(
-        self,
-        trainer: Trainer,
-        pl_module: LightningModule,
-        prediction: dict[str, Any],
-        batch_indices: Any,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int,
-    ) -> None:
+    def write_batch(self, trainer: Trainer, pl_module: LightningModule, prediction: dict[str, Any]) -> None:
         for row in prediction["pairs"]:
             self.rows.append(
                 {
@@ -64,9 +50,11 @@ class PairsWriter(BasePredictionWriter):
                     "seed_1": row["seed_l"],
                 }
             )
-        if trainer.received_sigterm:
-            # nothing is written before the end: a rerun makes the pairs again from the start (seconds on digits)
-            raise Interrupted("SIGTERM", "pairs", "nothing was written; rerun the same command")
+
+    @override
+    def interrupted(self, trainer: Trainer) -> Interrupted:
+        # nothing is written before the end: a rerun makes the pairs again from the start (seconds on digits)
+        return Interrupted("SIGTERM", "pairs", "nothing was written; rerun the same command")
 
     @override
     def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:

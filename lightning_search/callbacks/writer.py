@@ -1,7 +1,9 @@
-"""The prediction writer: one PNG per sample and ``records.jsonl``, sharded per rank, atomic, resumable."""
+"""The prediction writer: one PNG per sample and ``records.jsonl``, sharded per rank, atomic, resumable; and
+what it shares with the pairs writer (``pairs.py``): a run folder, written batch by batch, stopped at a SIGTERM."""
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,49 @@ from lightning_search.errors import Interrupted, RunFolderError
 from lightning_search.runs import RunFolder
 
 
-class PredictionWriter(BasePredictionWriter):
+class RunFolderWriter(BasePredictionWriter):
+    """Writes each batch's prediction into a run folder, then stops predict at a SIGTERM: Lightning's predict
+    loop does not look at SIGTERM (its fit loop does), so the writer stops at this sample boundary.
+
+    Args:
+        output_dir: run folder (default: the trainer's ``default_root_dir``).
+    """
+
+    def __init__(self, output_dir: str | None = None) -> None:
+        super().__init__(write_interval="batch")
+        self.output_dir = output_dir
+
+    def run_dir(self, trainer: Trainer) -> Path:
+        return Path(self.output_dir or trainer.default_root_dir)
+
+    def folder(self, trainer: Trainer) -> RunFolder:
+        return RunFolder(self.run_dir(trainer))
+
+    @abstractmethod
+    def write_batch(self, trainer: Trainer, pl_module: LightningModule, prediction: dict[str, Any]) -> None:
+        """Write (or collect) one batch's prediction."""
+
+    @abstractmethod
+    def interrupted(self, trainer: Trainer) -> Interrupted:
+        """The error that stops predict at a SIGTERM, saying what was kept and how to resume."""
+
+    @override
+    def write_on_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        prediction: dict[str, Any],
+        batch_indices: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int,
+    ) -> None:
+        self.write_batch(trainer, pl_module, prediction)
+        if trainer.received_sigterm:
+            raise self.interrupted(trainer)
+
+
+class PredictionWriter(RunFolderWriter):
     """Writes ``<output_dir>/predictions/``: ``images/<id>.png`` and ``records.jsonl`` (``lightning_search.runs``).
 
     Each rank appends to its own ``records.rank<r>.jsonl`` (one fsynced line per sample, after its image is
@@ -31,15 +75,9 @@ class PredictionWriter(BasePredictionWriter):
     """
 
     def __init__(self, output_dir: str | None = None, resume: bool = True) -> None:
-        super().__init__(write_interval="batch")
-        self.output_dir, self.resume = output_dir, resume
+        super().__init__(output_dir)
+        self.resume = resume
         self.skipped: int | None = None  # samples found done by the resume step; None: no resume step ran
-
-    def run_dir(self, trainer: Trainer) -> Path:
-        return Path(self.output_dir or trainer.default_root_dir)
-
-    def folder(self, trainer: Trainer) -> RunFolder:
-        return RunFolder(self.run_dir(trainer))
 
     def predictions_dir(self, trainer: Trainer) -> Path:
         return self.folder(trainer).predictions
@@ -71,7 +109,12 @@ class PredictionWriter(BasePredictionWriter):
         self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int, dataloader_idx: int = 0
     ) -> None:
         if trainer.received_sigterm:  # arrived between two batches: do not start another
-            raise Interrupted("SIGTERM", f"predict into {str(self.run_dir(trainer))!r}")
+            raise self.interrupted(trainer)
+
+    @override
+    def interrupted(self, trainer: Trainer) -> Interrupted:
+        # everything before this boundary is written; the records stay in their shards, to be resumed
+        return Interrupted("SIGTERM", f"predict into {str(self.run_dir(trainer))!r}")
 
     @staticmethod
     def _writes_on(trainer: Trainer, pl_module: LightningModule) -> bool:
@@ -80,16 +123,7 @@ class PredictionWriter(BasePredictionWriter):
         return trainer.is_global_zero or not sharded
 
     @override
-    def write_on_batch_end(
-        self,
-        trainer: Trainer,
-        pl_module: LightningModule,
-        prediction: dict[str, Any],
-        batch_indices: Any,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int,
-    ) -> None:
+    def write_batch(self, trainer: Trainer, pl_module: LightningModule, prediction: dict[str, Any]) -> None:
         if self._writes_on(trainer, pl_module):
             folder = self.folder(trainer)
             result = prediction["result"]
@@ -117,10 +151,6 @@ class PredictionWriter(BasePredictionWriter):
                     }
                 )
             folder.append_records(trainer.global_rank, records)
-        if trainer.received_sigterm:
-            # Lightning's predict loop does not look at SIGTERM (its fit loop does): stop at this sample boundary,
-            # everything before it written; the records stay in their shards, to be resumed
-            raise Interrupted("SIGTERM", f"predict into {str(self.run_dir(trainer))!r}")
 
     def merge(self, trainer: Trainer) -> Path:
         """Merge every shard (and an earlier merged file) into one sorted, de-duplicated records.jsonl."""

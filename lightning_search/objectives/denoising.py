@@ -48,6 +48,10 @@ class DenoisingLoss(Objective):
         target = backbone.schedule.target(x0, eps, t, backbone.prediction_type)
         return (backbone(x_t, t, cond).float() - target.float()).pow(2).flatten(1).mean(1)
 
+    def training_images(self, batch: dict[str, Any]) -> torch.Tensor:
+        """The images (B, C, H, W) in [0, 1] of a batch that the loss regresses on: ``image``."""
+        return batch["image"]
+
     def __call__(
         self,
         backbone: Backbone,
@@ -55,7 +59,7 @@ class DenoisingLoss(Objective):
         reference: Backbone | None = None,
         generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, Logs]:
-        x0 = backbone.encode_images(batch["image"])
+        x0 = backbone.encode_images(self.training_images(batch))
         cond = backbone.drop_conditions(backbone.encode_conditions(batch["condition"]), generator)
         t = self.sample_time(x0.shape[0], x0.device, generator)
         eps = torch.empty_like(x0).normal_(generator=generator)  # randn_like's memory layout

@@ -10,22 +10,15 @@ from typing import Any
 
 import torch
 
-from lightning_search.backbones.base import Backbone
 from lightning_search.errors import ConfigurationError
-from lightning_search.objectives.base import Logs
 from lightning_search.objectives.denoising import DenoisingLoss
 
 
 class PreferredSFT(DenoisingLoss):
     """Denoising regression on the winners of preference pairs (arguments as :class:`DenoisingLoss`)."""
 
-    def __call__(
-        self,
-        backbone: Backbone,
-        batch: dict[str, Any],
-        reference: Backbone | None = None,
-        generator: torch.Generator | None = None,
-    ) -> tuple[torch.Tensor, Logs]:
+    def training_images(self, batch: dict[str, Any]) -> torch.Tensor:
+        """The winners ``image_w`` (B, C, H, W) in [0, 1] of a preference batch."""
         if "image_w" not in batch:
             raise ConfigurationError("SFT on preferences needs batches with image_w (a PreferenceDataModule)")
-        return super().__call__(backbone, {"image": batch["image_w"], "condition": batch["condition"]}, None, generator)
+        return batch["image_w"]

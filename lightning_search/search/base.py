@@ -275,6 +275,80 @@ def gather_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return x[torch.arange(x.shape[0], device=x.device), index.to(x.device)]
 
 
+@dataclass
+class Lineage:
+    """Which round-0 noise each live state of a search descends from, and each sample's trace: the
+    bookkeeping of the searches that branch, prune or resample states started from the round-0 candidates.
+
+    seeds: (B, N) the round-0 seeds; origin: (B, K) for each of the K live states, the index of its round-0
+    noise (on the CPU); trace: per sample, per round, the best score.
+    """
+
+    seeds: list[list[int]]
+    origin: torch.Tensor
+    trace: list[list[float]]
+
+    @classmethod
+    def start(cls, seeds: list[list[int]]) -> Lineage:
+        """One live state per round-0 candidate, an empty trace."""
+        n = len(seeds[0]) if seeds else 0
+        return cls(seeds, torch.arange(n).repeat(len(seeds), 1), [[] for _ in seeds])
+
+    def record(self, score: torch.Tensor) -> None:
+        """Append each sample's score (B,) to its trace."""
+        for row, s in zip(self.trace, score):
+            row.append(float(s))
+
+    def keep_best(self, x: torch.Tensor, scores: torch.Tensor, k: int, children: int = 1) -> torch.Tensor:
+        """The k best of the M states x (B, M, *latent) scored (B, M), best first -> (B, k, *latent).
+
+        State j of x is a child of live state ``j // children``: the kept states inherit its origin. The best
+        score of each sample is recorded.
+        """
+        top = scores.topk(k, dim=1).indices
+        self.origin = torch.gather(self.origin, 1, (top // children).cpu())
+        self.record(gather_rows(scores, top[:, 0]))
+        return torch.stack([gather_rows(x, top[:, j]) for j in range(k)], dim=1)
+
+    def result(
+        self, x0: torch.Tensor, images: torch.Tensor, score: torch.Tensor, chosen: torch.Tensor, nfe: int, calls: int
+    ) -> SearchResult:
+        """x0: (B, *latent), images: (B, C, H, W), score: (B,) of the chosen live state ``chosen`` (B,) of each
+        sample; nfe, calls: spent per sample (the same for every sample)."""
+        b = len(self.seeds)
+        winner = gather_rows(self.origin, chosen.cpu())
+        return SearchResult(
+            x0=x0,
+            images=images,
+            score=score,
+            nfe=torch.full((b,), nfe),
+            verifier_calls=torch.full((b,), calls),
+            chosen=[{"round": 0, "candidate": int(c), "seed": self.seeds[i][int(c)]} for i, c in enumerate(winner)],
+            candidate_seeds=self.seeds,
+            trace=self.trace,
+        )
+
+    def best_of_finished(
+        self, ctx: SearchContext, x: torch.Tensor, conditions: Sequence[Any], nfe: int, calls: int
+    ) -> SearchResult:
+        """Decode and score the finished live states x (B, K, *latent) (K more verifier calls per sample) and
+        keep the best of each sample; its score closes the trace."""
+        images = ctx.decode(x)
+        scores = ctx.score(images, conditions)
+        best = scores.argmax(dim=1)
+        score = gather_rows(scores, best)
+        self.record(score)
+        return self.result(gather_rows(x, best), gather_rows(images, best), score.cpu(), best, nfe, calls + x.shape[1])
+
+    def first_survivor(self, ctx: SearchContext, x: torch.Tensor, nfe: int, calls: int) -> SearchResult:
+        """The first of the finished live states x (B, K, *latent), kept best first by :meth:`keep_best` at
+        t = 0, decoded; its score is the trace's last."""
+        final = x[:, 0]
+        images = ctx.decode(final[:, None])[:, 0]
+        score = torch.tensor([row[-1] for row in self.trace])
+        return self.result(final, images, score, torch.zeros(len(self.seeds), dtype=torch.long), nfe, calls)
+
+
 class SearchAlgorithm(ABC):
     """Spends a budget of NFEs on initial noises through a sampler and a verifier."""
 

@@ -19,13 +19,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import torch
-
 from lightning_search.backbones.base import Backbone
 from lightning_search.errors import ConfigurationError
 from lightning_search.sampling.noise import noise_seed
 from lightning_search.sampling.sampler import Sampler
-from lightning_search.search.base import SearchAlgorithm, SearchContext, SearchResult, gather_rows
+from lightning_search.search.base import Lineage, SearchAlgorithm, SearchContext, SearchResult
 
 
 class BeamSearch(SearchAlgorithm):
@@ -62,12 +60,11 @@ class BeamSearch(SearchAlgorithm):
 
     def run(self, ctx: SearchContext, conditions: Sequence[Any], sample_ids: Sequence[int]) -> SearchResult:
         ctx.require_stochastic("beam search")
-        b, beams, m = len(sample_ids), self.beams, self.children
+        beams, m = self.beams, self.children
         cond = ctx.encode(conditions)
         seeds = ctx.seeds(sample_ids, 0, beams)
         x = ctx.noise(seeds)  # (B, beams, *latent): the beams at the grid's first time
-        origin = torch.arange(beams).repeat(b, 1)  # the initial noise each beam descends from
-        trace: list[list[float]] = [[] for _ in range(b)]
+        lineage = Lineage.start(seeds)  # origin: the initial noise each beam descends from
         nfe = calls = 0
         for w, (t_start, t_end) in enumerate(self.windows(ctx.sampler, ctx.backbone), start=1):
             child_seeds = [[noise_seed(ctx.seed, int(s), w, j) for j in range(beams * m)] for s in sample_ids]
@@ -75,19 +72,5 @@ class BeamSearch(SearchAlgorithm):
             scores, cost = ctx.score_states(out.x, t_end, cond, conditions)
             nfe += (out.nfe + cost) * beams * m
             calls += beams * m
-            keep = scores.topk(beams, dim=1).indices  # (B, beams), best first
-            x = torch.stack([gather_rows(out.x, keep[:, j]) for j in range(beams)], dim=1)
-            origin = torch.gather(origin, 1, (keep // m).cpu())
-            for i in range(b):
-                trace[i].append(float(scores[i, keep[i, 0]]))
-        final = x[:, 0]
-        return SearchResult(
-            x0=final,
-            images=ctx.decode(final[:, None])[:, 0],
-            score=torch.tensor([tr[-1] for tr in trace]),
-            nfe=torch.full((b,), nfe),
-            verifier_calls=torch.full((b,), calls),
-            chosen=[{"round": 0, "candidate": int(o), "seed": seeds[i][int(o)]} for i, o in enumerate(origin[:, 0])],
-            candidate_seeds=seeds,
-            trace=trace,
-        )
+            x = lineage.keep_best(out.x, scores, beams, children=m)  # (B, beams), best first
+        return lineage.first_survivor(ctx, x, nfe, calls)

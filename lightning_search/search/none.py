@@ -9,7 +9,7 @@ import torch
 
 from lightning_search.backbones.base import Backbone
 from lightning_search.sampling.sampler import Sampler
-from lightning_search.search.base import SearchAlgorithm, SearchContext, SearchResult
+from lightning_search.search.base import Lineage, SearchAlgorithm, SearchContext, SearchResult
 
 
 class NoSearch(SearchAlgorithm):
@@ -31,13 +31,6 @@ class NoSearch(SearchAlgorithm):
         else:
             x0, images, scores, nfe = ctx.sample_and_score(ctx.noise(seeds), seeds, cond, conditions, None)
             x0, images, score, calls = x0[:, 0], images[:, 0], scores[:, 0].cpu(), 1
-        return SearchResult(
-            x0=x0,
-            images=images,
-            score=score,
-            nfe=torch.full((b,), nfe),
-            verifier_calls=torch.full((b,), calls),
-            chosen=[{"round": 0, "candidate": 0, "seed": s[0]} for s in seeds],
-            candidate_seeds=seeds,
-            trace=[[float(v)] for v in score],
-        )
+        lineage = Lineage.start(seeds)
+        lineage.record(score)
+        return lineage.result(x0, images, score, torch.zeros(b, dtype=torch.long), nfe, calls)

@@ -16,13 +16,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import torch
-
 from lightning_search.backbones.base import Backbone, cond_repeat
 from lightning_search.errors import ConfigurationError
 from lightning_search.sampling.noise import noise_seed
 from lightning_search.sampling.sampler import Sampler
-from lightning_search.search.base import SearchAlgorithm, SearchContext, SearchResult, gather_rows
+from lightning_search.search.base import Lineage, SearchAlgorithm, SearchContext, SearchResult
 
 
 class PathSearch(SearchAlgorithm):
@@ -84,8 +82,7 @@ class PathSearch(SearchAlgorithm):
         start, rounds = self.schedule(sampler, backbone)
         out = ctx.integrate(ctx.noise(seeds), cond, seeds, t_start=1.0, t_end=start)
         x, nfe = out.x, out.nfe * n
-        trace: list[list[float]] = [[] for _ in range(b)]
-        origin = torch.arange(n).repeat(b, 1)  # (B, N): the initial noise each surviving path descends from
+        lineage = Lineage.start(seeds)  # origin (B, N): the initial noise each surviving path descends from
         calls = 0
         branch_cond = cond_repeat(cond, n * m)
         for r, (t, up, down) in enumerate(rounds, start=1):
@@ -103,22 +100,6 @@ class PathSearch(SearchAlgorithm):
                 x0 = out.x
             scores = ctx.score(ctx.decode(x0), conditions)
             calls += n * m
-            keep = scores.topk(n, dim=1).indices  # (B, N), best first
-            x = torch.stack([gather_rows(out.x, keep[:, j]) for j in range(n)], dim=1)
-            origin = torch.gather(origin, 1, (keep // m).cpu())
-            for i in range(b):
-                trace[i].append(float(scores[i, keep[i, 0]]))
+            x = lineage.keep_best(out.x, scores, n, children=m)  # (B, N), best first
         # the survivors of the last round are finished samples (t = 0); the best one was kept first
-        final = x[:, 0]
-        images = ctx.decode(final[:, None])[:, 0]
-        score = torch.tensor([tr[-1] for tr in trace])
-        return SearchResult(
-            x0=final,
-            images=images,
-            score=score,
-            nfe=torch.full((b,), nfe),
-            verifier_calls=torch.full((b,), calls),
-            chosen=[{"round": 0, "candidate": int(o), "seed": seeds[i][int(o)]} for i, o in enumerate(origin[:, 0])],
-            candidate_seeds=seeds,
-            trace=trace,
-        )
+        return lineage.first_survivor(ctx, x, nfe, calls)

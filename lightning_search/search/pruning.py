@@ -17,12 +17,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import torch
-
 from lightning_search.backbones.base import Backbone
 from lightning_search.errors import ConfigurationError
 from lightning_search.sampling.sampler import Sampler
-from lightning_search.search.base import SearchAlgorithm, SearchContext, SearchResult, gather_rows
+from lightning_search.search.base import Lineage, SearchAlgorithm, SearchContext, SearchResult
 
 
 class EarlyPruningSearch(SearchAlgorithm):
@@ -67,12 +65,11 @@ class EarlyPruningSearch(SearchAlgorithm):
         cond = ctx.encode(conditions)
         seeds = ctx.seeds(sample_ids, 0, self.num_candidates)
         x = ctx.noise(seeds)
-        alive = torch.arange(self.num_candidates).repeat(b, 1)  # (B, n): the candidates still running
-        trace: list[list[float]] = [[] for _ in range(b)]
+        lineage = Lineage.start(seeds)  # origin (B, n): the candidates still running
         nfe = calls = 0
         schedule = self.schedule(ctx.sampler, ctx.backbone)
         for k, (t_start, t_end, n) in enumerate(schedule):
-            row_seeds = [[seeds[i][int(c)] for c in alive[i]] for i in range(b)]
+            row_seeds = [[seeds[i][int(c)] for c in lineage.origin[i]] for i in range(b)]
             last = k == len(schedule) - 1
             # x0_at=[t_end]: the prediction of the step that starts nearest to t_end, the segment's last
             out = ctx.integrate(x, cond, row_seeds, t_start=t_start, t_end=t_end, x0_at=() if last else (t_end,))
@@ -82,26 +79,5 @@ class EarlyPruningSearch(SearchAlgorithm):
                 break
             scores = ctx.score(ctx.decode(out.x0[t_end]), conditions)
             calls += n
-            top = scores.topk(self.keep[k], dim=1).indices
-            x = torch.stack([gather_rows(x, top[:, j]) for j in range(top.shape[1])], dim=1)
-            alive = torch.gather(alive, 1, top.cpu())
-            for i in range(b):
-                trace[i].append(float(scores[i, top[i, 0]]))
-        images = ctx.decode(x)
-        scores = ctx.score(images, conditions)
-        calls += x.shape[1]
-        best = scores.argmax(dim=1)
-        score = gather_rows(scores, best)
-        for i in range(b):
-            trace[i].append(float(score[i]))
-        winner = gather_rows(alive, best.cpu())
-        return SearchResult(
-            x0=gather_rows(x, best),
-            images=gather_rows(images, best),
-            score=score.cpu(),
-            nfe=torch.full((b,), nfe),
-            verifier_calls=torch.full((b,), calls),
-            chosen=[{"round": 0, "candidate": int(c), "seed": seeds[i][int(c)]} for i, c in enumerate(winner)],
-            candidate_seeds=seeds,
-            trace=trace,
-        )
+            x = lineage.keep_best(x, scores, self.keep[k])
+        return lineage.best_of_finished(ctx, x, conditions, nfe, calls)

@@ -15,7 +15,7 @@ import torch
 from lightning_search.backbones.base import Backbone
 from lightning_search.errors import ConfigurationError
 from lightning_search.sampling.sampler import Sampler
-from lightning_search.search.base import SearchAlgorithm, SearchContext, SearchResult
+from lightning_search.search.base import Lineage, SearchAlgorithm, SearchContext, SearchResult
 
 
 class RandomSearch(SearchAlgorithm):
@@ -60,7 +60,8 @@ class RandomSearch(SearchAlgorithm):
         nfe = self.num_candidates * ctx.sampler.nfe(ctx.backbone, steps=steps)
         calls = self.num_candidates
         best_seeds = [seeds[i][int(c)] for i, c in enumerate(best)]
-        trace = [[float(s)] for s in score]  # the search round: the best candidate's score
+        lineage = Lineage.start(seeds)
+        lineage.record(score)  # the search round: the best candidate's score
         if redenoise:
             winner = [[s] for s in best_seeds]  # the winner's noise, redrawn from its seed
             x0, images, final_scores, final_nfe = ctx.sample_and_score(
@@ -73,13 +74,4 @@ class RandomSearch(SearchAlgorithm):
                 score = final_scores[:, 0]
         else:
             x0, images = chosen_rows["x0"], chosen_rows["images"]
-        return SearchResult(
-            x0=x0,
-            images=images,
-            score=score.cpu(),
-            nfe=torch.full((b,), nfe),
-            verifier_calls=torch.full((b,), calls),
-            chosen=[{"round": 0, "candidate": int(c), "seed": best_seeds[i]} for i, c in enumerate(best)],
-            candidate_seeds=seeds,
-            trace=trace,
-        )
+        return lineage.result(x0, images, score.cpu(), best, nfe, calls)

@@ -41,7 +41,7 @@ from lightning_search.backbones.base import Backbone, cond_repeat
 from lightning_search.errors import ConfigurationError
 from lightning_search.sampling.noise import noise_seed
 from lightning_search.sampling.sampler import Sampler
-from lightning_search.search.base import SearchAlgorithm, SearchContext, SearchResult, gather_rows
+from lightning_search.search.base import Lineage, SearchAlgorithm, SearchContext, SearchResult
 
 POTENTIALS = ("difference", "max", "sum")
 RESAMPLING = ("multinomial", "systematic")
@@ -186,8 +186,7 @@ class SMCSearch(SearchAlgorithm):
         previous = torch.zeros(b, k, dtype=torch.float64, device=device)  # the ancestor's last score
         best_so_far = torch.full((b, k), float("-inf"), dtype=torch.float64, device=device)
         total = torch.zeros(b, k, dtype=torch.float64, device=device)
-        origin = torch.arange(k).repeat(b, 1)  # (B, K): the initial noise each particle descends from
-        trace: list[list[float]] = [[] for _ in range(b)]
+        lineage = Lineage.start(seeds)  # origin (B, K): the initial noise each particle descends from
         nfe = calls = 0
         for r, (start, end, up) in enumerate(self.schedule(sampler, backbone)):
             out = ctx.integrate(x, cond, particle_seeds, t_start=start, t_end=end)
@@ -199,8 +198,7 @@ class SMCSearch(SearchAlgorithm):
             nfe += cost * k
             scores = ctx.score(ctx.decode(x0.view_as(x)), conditions).double()  # (B, K), NaN -> -inf
             calls += k
-            for i in range(b):
-                trace[i].append(float(scores[i].max()))
+            lineage.record(scores.max(dim=1).values)
             best_so_far = torch.maximum(best_so_far, scores)
             total = total + scores
             if self.potential == "difference":
@@ -217,7 +215,7 @@ class SMCSearch(SearchAlgorithm):
             index = ancestors.to(device)
             x = torch.gather(x, 1, index.view(b, k, *([1] * (x.dim() - 2))).expand_as(x))
             previous, best_so_far, total = (torch.gather(v, 1, index) for v in (scores, best_so_far, total))
-            origin = torch.gather(origin, 1, ancestors)
+            lineage.origin = torch.gather(lineage.origin, 1, ancestors)
             # after a resampling the copies are equally weighted; rows left alone keep their weights
             log_w = torch.where(resampled.to(device)[:, None], torch.zeros_like(log_w), log_w)
             # every particle continues with noises of its own, so copies of one ancestor diverge under a
@@ -227,21 +225,4 @@ class SMCSearch(SearchAlgorithm):
                 x = backbone.schedule.renoise(x, end, up, ctx.noise(particle_seeds))
                 back = ctx.integrate(x, cond, particle_seeds, t_start=up, t_end=end)
                 x, nfe = back.x, nfe + back.nfe * k
-        images = ctx.decode(x)
-        scores = ctx.score(images, conditions)
-        calls += k
-        best = scores.argmax(dim=1)
-        score = gather_rows(scores, best)
-        for i in range(b):
-            trace[i].append(float(score[i]))
-        ancestor = gather_rows(origin, best.cpu())
-        return SearchResult(
-            x0=gather_rows(x, best),
-            images=gather_rows(images, best),
-            score=score.cpu(),
-            nfe=torch.full((b,), nfe),
-            verifier_calls=torch.full((b,), calls),
-            chosen=[{"round": 0, "candidate": int(a), "seed": seeds[i][int(a)]} for i, a in enumerate(ancestor)],
-            candidate_seeds=seeds,
-            trace=trace,
-        )
+        return lineage.best_of_finished(ctx, x, conditions, nfe, calls)

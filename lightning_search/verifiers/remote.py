@@ -33,7 +33,7 @@ import torch
 
 from lightning_search.errors import ConfigurationError, LightningSearchError
 from lightning_search.verifiers.base import Verifier
-from lightning_search.verifiers.transport import Deadline, HTTPProblem, png_base64, post_json, with_retries
+from lightning_search.verifiers.transport import Deadline, HTTPClient, HTTPProblem, endpoint_url, png_base64
 
 
 class RemoteVerifierError(LightningSearchError):
@@ -74,31 +74,18 @@ class RemoteVerifier(Verifier):
         name: str | None = None,
     ) -> None:
         super().__init__()
-        if not url.startswith(("http://", "https://")):
-            raise ConfigurationError(f"remote verifier url must be an http(s) URL, got {url!r}")
-        url = url.rstrip("/")
-        self.url = url if url.endswith("/score") else url + "/score"
-        if (
-            batch_size < 1
-            or timeout <= 0
-            or max_retries < 0
-            or backoff < 0
-            or (deadline_s is not None and deadline_s <= 0)
-        ):
-            raise ConfigurationError(
-                "batch_size >= 1, timeout > 0, deadline_s > 0 (or None), max_retries >= 0 and backoff >= 0 are "
-                f"required, got {batch_size}, {timeout}, {deadline_s}, {max_retries}, {backoff}"
-            )
-        self.batch_size, self.timeout, self.max_retries = batch_size, float(timeout), max_retries
-        self.deadline_s = None if deadline_s is None else float(deadline_s)
-        self.backoff, self.max_backoff = float(backoff), float(max_backoff)
+        self.url = endpoint_url(url, "/score", "remote verifier url")
+        if batch_size < 1:
+            raise ConfigurationError(f"remote verifier batch_size must be >= 1, got {batch_size}")
+        self.batch_size = batch_size
+        self.http = HTTPClient(timeout, deadline_s, max_retries, backoff, max_backoff)
         self.token_env, self.x0_time, self.channels = token_env, x0_time, channels
         self.label = name or self.url.removesuffix("/score")
         # Read once at construction; kept private and out of repr, logs, errors and pickles.
         self._token = os.environ.get(token_env) if token_env else None
 
     def extra_repr(self) -> str:
-        return f"url={self.url!r}, batch_size={self.batch_size}, deadline_s={self.deadline_s}, token_env={self.token_env!r}"
+        return f"url={self.url!r}, batch_size={self.batch_size}, deadline_s={self.http.deadline_s}, token_env={self.token_env!r}"
 
     def __getstate__(self) -> dict[str, Any]:  # never pickle the token (a checkpoint, a spawned worker)
         state = self.__dict__.copy()
@@ -111,16 +98,12 @@ class RemoteVerifier(Verifier):
     def _request(self, items: list[dict[str, Any]], deadline: Deadline, first: int) -> dict[str, float]:
         """One batch -> {id: score}, with retries."""
         body = json.dumps({"items": items}).encode()
-        headers = {"Authorization": "Bearer " + self._token} if self._token else {}
         last = first + len(items) - 1
         try:
-            answer = with_retries(
-                lambda: post_json(self.url, body, headers=headers, timeout=self.timeout, deadline=deadline),
-                max_retries=self.max_retries,
-                backoff=self.backoff,
-                max_backoff=self.max_backoff,
-                deadline=deadline,
-                describe=f"remote verifier {self.label}, items {first}-{last}",
+            answer = self.http.retrying(
+                lambda: self.http.post(self.url, body, deadline, self._token),
+                deadline,
+                f"remote verifier {self.label}, items {first}-{last}",
             )
         except HTTPProblem as problem:
             if problem.status in (401, 403):
@@ -172,7 +155,7 @@ class RemoteVerifier(Verifier):
             json.dumps(list(conditions))
         except (TypeError, ValueError) as err:
             raise self._fail(f"conditions must be JSON values to travel ({err})") from None
-        deadline = Deadline(self.deadline_s)  # one for the whole call
+        deadline = self.http.deadline()  # one for the whole call
         cpu = images.detach().cpu()
         cpu_x0 = x0_images.detach().cpu() if self.x0_time is not None else None
         scores: list[float] = []

@@ -30,6 +30,8 @@ from typing import Any, TypeVar
 
 import torch
 
+from lightning_search.errors import ConfigurationError
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -234,3 +236,56 @@ def with_retries(
                 late.tries = tries
                 raise late from None
         time.sleep(wait)
+
+
+def endpoint_url(url: str, path: str, what: str) -> str:
+    """The URL of a server's ``path`` (``/score``, ``/chat/completions``) from its base URL (``path`` is added)
+    or its full one (kept as it is); ``what`` names the setting in the message refusing a non-http(s) URL."""
+    if not url.startswith(("http://", "https://")):
+        raise ConfigurationError(f"{what} must be an http(s) URL, got {url!r}")
+    url = url.rstrip("/")
+    return url if url.endswith(path) else url + path
+
+
+class HTTPClient:
+    """How a client of a JSON-over-HTTP server makes its requests: ``timeout`` seconds per socket operation
+    (connect, each read), ``deadline_s`` seconds for a whole call, every request and retry included (None: no
+    limit), and up to ``max_retries`` retries after the first try, the wait before retry k being
+    ``backoff * 2**(k-1)`` seconds, at most ``max_backoff`` (:func:`with_retries`).
+
+    It holds no secret: a token or API key is passed to each :meth:`post` and goes only into that request's
+    ``Authorization`` header.
+    """
+
+    def __init__(
+        self, timeout: float, deadline_s: float | None, max_retries: int, backoff: float, max_backoff: float
+    ) -> None:
+        if timeout <= 0 or max_retries < 0 or backoff < 0 or (deadline_s is not None and deadline_s <= 0):
+            raise ConfigurationError(
+                "timeout > 0, deadline_s > 0 (or None), max_retries >= 0 and backoff >= 0 are required, got "
+                f"{timeout}, {deadline_s}, {max_retries}, {backoff}"
+            )
+        self.timeout, self.max_retries = float(timeout), max_retries
+        self.deadline_s = None if deadline_s is None else float(deadline_s)
+        self.backoff, self.max_backoff = float(backoff), float(max_backoff)
+
+    def deadline(self) -> Deadline:
+        """The deadline of a call starting now."""
+        return Deadline(self.deadline_s)
+
+    def post(self, url: str, body: bytes, deadline: Deadline, secret: str | None = None, **options: Any) -> Any:
+        """One :func:`post_json` with this client's timeout and ``secret`` (if any) as the bearer token;
+        ``options``: post_json's ``retry_status`` and ``retry_malformed``."""
+        headers = {"Authorization": "Bearer " + secret} if secret else {}
+        return post_json(url, body, headers=headers, timeout=self.timeout, deadline=deadline, **options)
+
+    def retrying(self, attempt: Callable[[], T], deadline: Deadline, describe: str) -> T:
+        """``attempt()`` with this client's retries, within ``deadline`` (:func:`with_retries`)."""
+        return with_retries(
+            attempt,
+            max_retries=self.max_retries,
+            backoff=self.backoff,
+            max_backoff=self.max_backoff,
+            deadline=deadline,
+            describe=describe,
+        )

@@ -30,7 +30,7 @@ import torch
 from lightning_search.errors import ConfigurationError, LightningSearchError
 from lightning_search.verifiers.base import Verifier
 from lightning_search.verifiers.clip_models import condition_text
-from lightning_search.verifiers.transport import Deadline, HTTPProblem, png_base64, post_json, with_retries
+from lightning_search.verifiers.transport import Deadline, HTTPClient, HTTPProblem, endpoint_url, png_base64
 
 log = logging.getLogger(__name__)
 
@@ -112,8 +112,8 @@ class VLMGraderVerifier(Verifier):
         max_workers: concurrent requests.
         timeout: seconds per socket operation (connect, each read) of a request.
         deadline_s: seconds a whole ``score`` call may take, retries included (None: no limit).
-        max_retries: retries after the first try; the wait before retry k is ``backoff * 2**k`` (at most
-            ``max_backoff``) seconds.
+        max_retries: retries after the first try; the wait before retry k is ``backoff * 2**(k-1)`` (at
+            most ``max_backoff``) seconds.
         json_mode: send ``response_format={"type": "json_object"}`` (vLLM and OpenAI support it; turn off for
             servers that reject it).
     """
@@ -137,10 +137,7 @@ class VLMGraderVerifier(Verifier):
         json_mode: bool = True,
     ) -> None:
         super().__init__()
-        if not endpoint.startswith(("http://", "https://")):
-            raise ConfigurationError(f"VLM grader endpoint must be an http(s) URL, got {endpoint!r}")
-        endpoint = endpoint.rstrip("/")
-        self.url = endpoint if endpoint.endswith("/chat/completions") else endpoint + "/chat/completions"
+        self.url = endpoint_url(endpoint, "/chat/completions", "VLM grader endpoint")
         self.model = model
         self.api_key_env = api_key_env
         # Read once at construction; kept private and out of repr, logs and errors.
@@ -156,19 +153,10 @@ class VLMGraderVerifier(Verifier):
         if unknown or not aggregate or sum(aggregate.values()) <= 0:
             raise ConfigurationError(f"aggregate weights must name axes of {AXES} with a positive sum, got {aggregate}")
         self.aggregate = dict(aggregate)
-        if (
-            max_workers < 1
-            or timeout <= 0
-            or max_retries < 0
-            or backoff < 0
-            or (deadline_s is not None and deadline_s <= 0)
-        ):
-            raise ConfigurationError(
-                "max_workers >= 1, timeout > 0, deadline_s > 0 (or None), max_retries >= 0 and backoff >= 0 are required"
-            )
-        self.max_workers, self.timeout, self.max_retries = max_workers, float(timeout), max_retries
-        self.deadline_s = None if deadline_s is None else float(deadline_s)
-        self.backoff, self.max_backoff = float(backoff), float(max_backoff)
+        if max_workers < 1:
+            raise ConfigurationError(f"VLM grader max_workers must be >= 1, got {max_workers}")
+        self.max_workers = max_workers
+        self.http = HTTPClient(timeout, deadline_s, max_retries, backoff, max_backoff)
         self.temperature, self.max_tokens, self.json_mode = temperature, max_tokens, json_mode
 
     def extra_repr(self) -> str:
@@ -201,13 +189,11 @@ class VLMGraderVerifier(Verifier):
         return json.dumps(body).encode()
 
     def _post(self, body: bytes, deadline: Deadline) -> str:
-        headers = {"Authorization": "Bearer " + self._api_key} if self._api_key else {}
-        payload = post_json(
+        payload = self.http.post(
             self.url,
             body,
-            headers=headers,
-            timeout=self.timeout,
-            deadline=deadline,
+            deadline,
+            self._api_key,
             retry_status=lambda code: code not in _NO_RETRY,
             retry_malformed=True,
         )
@@ -225,7 +211,7 @@ class VLMGraderVerifier(Verifier):
         """The rubric grades of one image (C, H, W) for ``prompt``, with retries (within ``deadline``, or
         ``deadline_s`` from now)."""
         body = self._body(prompt, image)
-        deadline = deadline or Deadline(self.deadline_s)
+        deadline = deadline or self.http.deadline()
         needed = list(self.aggregate)
 
         def attempt() -> dict[str, float]:
@@ -235,14 +221,7 @@ class VLMGraderVerifier(Verifier):
                 raise HTTPProblem(f"malformed answer: {err}") from None
 
         try:
-            return with_retries(
-                attempt,
-                max_retries=self.max_retries,
-                backoff=self.backoff,
-                max_backoff=self.max_backoff,
-                deadline=deadline,
-                describe=f"VLM grader {self.url}, candidate {index}",
-            )
+            return self.http.retrying(attempt, deadline, f"VLM grader {self.url}, candidate {index}")
         except HTTPProblem as problem:
             raise VLMGraderError(
                 f"VLM grader at {self.url} (model {self.model!r}) gave no valid grade for candidate {index} after "
@@ -260,7 +239,7 @@ class VLMGraderVerifier(Verifier):
     ) -> torch.Tensor:
         prompts = [condition_text(c) for c in conditions]
         cpu_images = images.detach().cpu()
-        deadline = Deadline(self.deadline_s)  # one for the whole call, shared by every candidate's requests
+        deadline = self.http.deadline()  # one for the whole call, shared by every candidate's requests
         with ThreadPoolExecutor(max_workers=min(self.max_workers, max(1, len(prompts)))) as pool:
             futures = [pool.submit(self.grade, p, cpu_images[i], i, deadline) for i, p in enumerate(prompts)]
             try:
