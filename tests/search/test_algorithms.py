@@ -169,7 +169,7 @@ def test_search_without_a_verifier_is_rejected():
 @pytest.mark.parametrize(
     "config,match",
     [
-        (SearchConfig("random", "v", num_candidates=0), "num_candidates >= 1"),
+        (SearchConfig("random", "v", num_candidates=0), "num_candidates must be >= 1, got 0"),
         (SearchConfig("zero_order", "v", step_size=1.5), r"\(0, 1\)"),
         (SearchConfig("paths", "v", path_forward=0.3, path_backward=0.2), "path_forward < path_backward"),
     ],

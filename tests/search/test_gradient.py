@@ -130,9 +130,9 @@ def test_a_verifier_without_gradients_is_rejected():
 @pytest.mark.parametrize(
     "config,match",
     [
-        (SearchConfig("gradient", "v", iterations=0), "iterations >= 1"),
+        (SearchConfig("gradient", "v", iterations=0), "iterations must be >= 1, got 0"),
         (SearchConfig("gradient", "v", step_size=0.0), r"\(0, 1\]"),
-        (SearchConfig("gradient", "v", candidate_steps=0), "candidate_steps >= 1"),
+        (SearchConfig("gradient", "v", candidate_steps=0), "candidate_steps must be >= 1"),
     ],
 )
 def test_bad_settings_are_rejected_with_the_numbers(config, match):

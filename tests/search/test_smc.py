@@ -179,7 +179,7 @@ def test_digits_budget_of_ten_particles_is_160_nfe():
 @pytest.mark.parametrize(
     "config,match",
     [
-        (SearchConfig("smc", "v", num_candidates=0), "particles"),
+        (SearchConfig("smc", "v", num_candidates=0), "num_candidates must be >= 1"),
         (SearchConfig("smc", "v", smc_times=[0.5, 1.0]), r"\(0, 1\)"),
         (SearchConfig("smc", "v", smc_potential="min"), "difference, max, sum"),
         (SearchConfig("smc", "v", smc_resampling="stratified"), "multinomial, systematic"),
