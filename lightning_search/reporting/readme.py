@@ -109,8 +109,12 @@ def collect(runs: Path = Path("runs/digits")) -> dict[str, Any]:
             accuracy[name] = values[-1]
     rows16 = [line for line in efficiency.splitlines() if line.startswith("| 16 |")]
     costs = {name: fit_cost(runs / name) for name in ("dpo", "grpo") if (runs / name).is_dir()}
+    compare_report = runs / "dpo" / "compare" / "report.md"
+    warnings = [line for line in compare_report.read_text().splitlines() if line.startswith("- WARNING")] if (
+        compare_report.is_file()) else []  # fmt: skip
     return {"points": points, "findings": findings, "compare": compare, "classifier_accuracy": accuracy,
-            "efficiency_n16": rows16, "costs": {k: v for k, v in costs.items() if v}}  # fmt: skip
+            "efficiency_n16": rows16, "costs": {k: v for k, v in costs.items() if v},
+            "finetune_diagnostics": warnings}  # fmt: skip
 
 
 def _f(v: float | None, digits: int = 2) -> str:
@@ -147,8 +151,10 @@ def render(record: dict[str, Any]) -> dict[str, str]:
              "|---|---|---|---|"]  # fmt: skip
     for name, c in record.get("costs", {}).items():
         costs.append(f"| {name.upper()} | {c['steps']} | {c['examples']:,} {c['kind']} | {_f(c['seconds'], 0)} |")
+    diagnostics = record.get("finetune_diagnostics") or ["- no run flagged"]
     return {
         "digits-costs": "\n".join(costs),
+        "digits-finetune-diagnostics": "\n".join(diagnostics),
         "digits-table": "\n".join(table),
         "digits-findings": "\n".join(record["findings"]),
         "digits-classifiers": classifiers,
@@ -218,7 +224,7 @@ WORLDS = {
         Path("runs/digits"), RECORD, collect, render,
         {"sweep/scaling.png": "digits_scaling.png", "sweep/grid.png": "digits_grid_n1_vs_n32.png"},
         ("digits-table", "digits-classifiers", "digits-findings", "digits-efficiency", "digits-finetune",
-         "digits-costs"),
+         "digits-costs", "digits-finetune-diagnostics"),
     ),
     "shapes": World(
         Path("runs/shapes"), Path("docs/results/shapes.json"), collect_shapes, render_shapes,
