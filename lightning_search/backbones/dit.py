@@ -12,11 +12,12 @@ Real models (GPU):
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Unpack
 
 import torch
 
 from lightning_search.backbones.base import Cond
+from lightning_search.backbones.loading import PipelineLoading
 from lightning_search.backbones.pipeline import PipelineBackbone
 from lightning_search.backbones.tiny import tiny_dit_pipeline
 from lightning_search.errors import ConfigurationError
@@ -41,10 +42,7 @@ class DiTBackbone(PipelineBackbone):
         self,
         pretrained: str = "tiny",
         scheduler: str | None = None,
-        torch_dtype: str | None = None,
-        variant: str | None = None,
-        revision: str | None = None,
-        local_files_only: bool = False,
+        **loading: Unpack[PipelineLoading],
     ) -> None:
         self._build(locals())
 

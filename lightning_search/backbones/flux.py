@@ -21,11 +21,14 @@ Real models (GPU, bfloat16: ~33 GB for dev with both text encoders on the GPU):
 
 from __future__ import annotations
 
+from typing import Unpack
+
 import numpy as np
 import torch
 
 from lightning_search.backbones.base import Cond
 from lightning_search.backbones.flow import FlowPipelineBackbone
+from lightning_search.backbones.loading import PipelineLoading
 from lightning_search.backbones.tiny import tiny_flux_dev_pipeline, tiny_flux_schnell_pipeline
 
 
@@ -70,10 +73,7 @@ class FluxBackbone(FlowPipelineBackbone):
         width: int | None = None,
         max_sequence_length: int = 512,
         scheduler: str | None = None,
-        torch_dtype: str | None = None,
-        variant: str | None = None,
-        revision: str | None = None,
-        local_files_only: bool = False,
+        **loading: Unpack[PipelineLoading],
     ) -> None:
         self._build(locals())
 

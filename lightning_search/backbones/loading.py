@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import torch
 
@@ -23,6 +23,24 @@ DTYPES: dict[str, torch.dtype] = {
     "bfloat16": torch.bfloat16,
     "bf16": torch.bfloat16,
 }
+
+
+class PipelineLoading(TypedDict, total=False):
+    """How ``from_pretrained`` loads a family's pipeline: the keyword arguments every pipeline backbone takes
+    (``**loading``), the same in every family's config (``init_args: {torch_dtype: bfloat16, variant: fp16}``).
+
+    torch_dtype: the weights' dtype (``float32``, ``float16``, ``bfloat16``; default: as stored);
+    variant: the weights' file variant on the hub (``fp16``); revision: a branch, tag or commit of the hub repo;
+    local_files_only: never reach the network (also ``HF_HUB_OFFLINE=1``).
+    """
+
+    torch_dtype: str | None
+    variant: str | None
+    revision: str | None
+    local_files_only: bool
+
+
+LOADING_DEFAULTS: dict[str, Any] = {"torch_dtype": None, "variant": None, "revision": None, "local_files_only": False}
 
 
 def resolve_dtype(name: str | torch.dtype | None) -> torch.dtype | None:

@@ -30,7 +30,13 @@ from typing import Any, ClassVar
 import torch
 
 from lightning_search.backbones.base import Backbone, Cond
-from lightning_search.backbones.loading import DTYPES, load_component, load_pipeline, resolve_dtype
+from lightning_search.backbones.loading import (
+    DTYPES,
+    LOADING_DEFAULTS,
+    load_component,
+    load_pipeline,
+    resolve_dtype,
+)
 from lightning_search.backbones.schedules import VPSchedule
 from lightning_search.backbones.tiny import (
     TINY_SEED,
@@ -65,8 +71,8 @@ SCHEDULER_NAMES: dict[str, str] = {
 }
 ALGORITHM_TYPES = {"dpmsolver++": "dpmsolver++", "dpmsolver++_sde": "sde-dpmsolver++"}
 
-# constructor arguments passed through to ``from_pretrained``; the rest are settings (see PipelineBackbone)
-LOAD_ARGUMENTS = ("torch_dtype", "variant", "revision", "local_files_only")
+# constructor arguments passed through to ``from_pretrained`` (``**loading``); the rest are settings
+LOAD_ARGUMENTS = tuple(LOADING_DEFAULTS)
 BASE_SETTINGS: dict[str, Any] = {"scheduler": None, "height": None, "width": None}
 
 
@@ -150,7 +156,14 @@ class PipelineBackbone(Backbone):
         """The body of every family's ``__init__``, given its ``locals()``: load the pipeline, then wrap it."""
         settings = {k: v for k, v in arguments.items() if k not in ("self", "__class__")}
         pretrained = settings.pop("pretrained")
-        load = {k: settings.pop(k) for k in LOAD_ARGUMENTS}
+        loading = settings.pop("loading", None) or {}
+        unknown = sorted(set(loading) - set(LOADING_DEFAULTS))
+        if unknown:
+            raise ConfigurationError(
+                f"{type(self).__name__} has no setting {', '.join(unknown)}; its loading settings: "
+                f"{', '.join(LOADING_DEFAULTS)}"
+            )
+        load = {**LOADING_DEFAULTS, **loading}
         chosen = {k: settings.pop(k) for k in self.component_arguments}
         replacements = self._replacements(load["torch_dtype"], **chosen)
         self._setup(self._load(pretrained, replacements, **load), **settings)

@@ -13,9 +13,12 @@ Real models (GPU):
 
 from __future__ import annotations
 
+from typing import Unpack
+
 import torch
 
 from lightning_search.backbones.base import Cond
+from lightning_search.backbones.loading import PipelineLoading
 from lightning_search.backbones.pipeline import PipelineBackbone
 from lightning_search.backbones.tiny import tiny_pixart_alpha_pipeline, tiny_pixart_sigma_pipeline
 
@@ -46,10 +49,7 @@ class PixArtBackbone(PipelineBackbone):
         width: int | None = None,
         max_sequence_length: int | None = None,
         clean_caption: bool = True,
-        torch_dtype: str | None = None,
-        variant: str | None = None,
-        revision: str | None = None,
-        local_files_only: bool = False,
+        **loading: Unpack[PipelineLoading],
     ) -> None:
         self._build(locals())
 

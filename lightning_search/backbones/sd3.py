@@ -27,12 +27,13 @@ The model cards sample 3.5-medium with 40 steps at CFG 4.5, 3.5-large with 28 st
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Unpack
 
 import torch
 
 from lightning_search.backbones.base import Cond
 from lightning_search.backbones.flow import FlowPipelineBackbone
+from lightning_search.backbones.loading import PipelineLoading
 from lightning_search.backbones.tiny import tiny_sd3_pipeline, tiny_sd35_pipeline
 
 
@@ -77,10 +78,7 @@ class StableDiffusion3Backbone(FlowPipelineBackbone):
         max_sequence_length: int = 256,
         drop_t5: bool = False,
         clip_skip: int | None = None,
-        torch_dtype: str | None = None,
-        variant: str | None = None,
-        revision: str | None = None,
-        local_files_only: bool = False,
+        **loading: Unpack[PipelineLoading],
     ) -> None:
         self._build(locals())
 

@@ -14,12 +14,12 @@ Real models (GPU):
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Unpack
 
 import torch
 
 from lightning_search.backbones.base import Cond
-from lightning_search.backbones.loading import load_component
+from lightning_search.backbones.loading import PipelineLoading, load_component
 from lightning_search.backbones.pipeline import PipelineBackbone
 from lightning_search.backbones.tiny import tiny_sd_pipeline, tiny_sdxl_pipeline
 from lightning_search.errors import ConfigurationError
@@ -102,12 +102,9 @@ class StableDiffusionBackbone(_StableDiffusionBase):
         width: int | None = None,
         guidance_rescale: float = 0.0,
         clip_skip: int | None = None,
-        torch_dtype: str | None = None,
-        variant: str | None = None,
-        revision: str | None = None,
-        local_files_only: bool = False,
         unet: str | None = None,
         unet_subfolder: str | None = "unet",
+        **loading: Unpack[PipelineLoading],
     ) -> None:
         self._build(locals())
 
@@ -161,13 +158,10 @@ class StableDiffusionXLBackbone(_StableDiffusionBase):
         target_size: tuple[int, int] | None = None,
         guidance_rescale: float = 0.0,
         clip_skip: int | None = None,
-        torch_dtype: str | None = None,
-        variant: str | None = None,
-        revision: str | None = None,
-        local_files_only: bool = False,
         unet: str | None = None,
         unet_subfolder: str | None = "unet",
         vae: str | None = None,
+        **loading: Unpack[PipelineLoading],
     ) -> None:
         self._build(locals())
 

@@ -55,3 +55,41 @@ def test_a_checkpoint_holding_another_pipeline_class_is_refused(dit, tmp_path):
     dit.pipe.save_pretrained(tmp_path / "dit")
     with pytest.raises(CheckpointError, match="holds a DiTPipeline; PixArtBackbone takes PixArtSigmaPipeline or"):
         PixArtBackbone(str(tmp_path / "dit"))
+
+
+@pytest.mark.parametrize(
+    "class_path",
+    ["StableDiffusionBackbone", "StableDiffusionXLBackbone", "StableDiffusion3Backbone", "PixArtBackbone",
+     "FluxBackbone", "DiTBackbone"],
+)  # fmt: skip
+def test_loading_settings_in_a_config_reach_from_pretrained(class_path, monkeypatch):
+    """The loading settings every family takes (``**loading``) are parsed from a config like its own settings
+    and passed to ``from_pretrained``; a misspelt one is refused by the parser and by the constructor."""
+    from jsonargparse import ArgumentParser
+
+    from lightning_search.backbones import base, pipeline
+
+    seen = {}
+
+    def fake_load(loader, pretrained, **kwargs):
+        seen.update(kwargs)
+        raise CheckpointError("stop here")
+
+    monkeypatch.setattr(pipeline, "load_pipeline", fake_load)
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_argument("--backbone", type=base.Backbone)
+    init = {"pretrained": "org/model", "torch_dtype": "bfloat16", "variant": "fp16", "local_files_only": True}
+    config = parser.parse_args(
+        [f"--backbone={{class_path: lightning_search.backbones.{class_path}, init_args: {init}}}"]
+    )
+    with pytest.raises(CheckpointError, match="stop here"):
+        parser.instantiate(config)
+    assert {k: seen[k] for k in ("torch_dtype", "variant", "revision", "local_files_only")} == {
+        "torch_dtype": "bfloat16", "variant": "fp16", "revision": None, "local_files_only": True}  # fmt: skip
+    with pytest.raises(Exception, match="torch_dtyp"):
+        parser.parse_args(
+            [f"--backbone={{class_path: lightning_search.backbones.{class_path}, init_args: {{torch_dtyp: x}}}}"]
+        )
+    cls = getattr(__import__("lightning_search.backbones", fromlist=[class_path]), class_path)
+    with pytest.raises(ConfigurationError, match="no setting torch_dtyp; its loading settings: torch_dtype"):
+        cls("org/model", torch_dtyp="bfloat16")
