@@ -174,7 +174,8 @@ SHAPES_POINTS = [
     ("random-judge-n4", "small + judge search, N = 4 (ceiling)"),
     ("random-judge-n16", "small + judge search, N = 16 (ceiling)"),
 ]  # fmt: skip
-SHAPES_RUNS = ["base", "dpo", "grpo", "base+search", "dpo+search", "grpo+search"]
+SHAPES_RUNS = ["base", "dpo", "grpo", "base+search", "dpo+search", "grpo+search", "base-ddim", "grpo-ddim",
+               "base-ddim+search", "grpo-ddim+search"]  # fmt: skip
 
 
 def collect_shapes(runs: Path = Path("runs/shapes")) -> dict[str, Any]:

@@ -80,3 +80,24 @@ def test_without_a_demo_the_command_says_what_to_run(tmp_path):
     _readme(tmp_path / "README.md")
     with pytest.raises(ConfigurationError, match="make demo"):
         readme_command(["--root", str(tmp_path)])
+
+
+def test_the_shapes_blocks_come_from_the_shapes_runs(tmp_path):
+    sweep = tmp_path / "runs" / "shapes" / "sweep"
+    sweep.mkdir(parents=True)
+    tasks = readme.SHAPES_TASKS
+    header = "name,nfe,gflops,score/clip,score/judge," + ",".join(f"score/judge_{t}" for t in tasks) + "\n"
+    (sweep / "scaling.csv").write_text(header + "big-nfe20,20,3.95,1.70,0.3233," + ",".join(["0.5"] * 6) + "\n")
+    run = tmp_path / "runs" / "shapes" / "compare" / "grpo"
+    run.mkdir(parents=True)
+    scores = {"clip": 1.6, "judge": 0.347, **{f"judge_{t}": 0.25 for t in tasks}}
+    (run / "metrics.json").write_text(json.dumps({"nfe": 10, "gflops": 0.66, "verifier_scores": scores}))
+    page = tmp_path / "README.md"
+    page.write_text("<!-- generated: shapes-sweep -->\n<!-- end generated -->\n"
+                    "<!-- generated: shapes-finetune -->\n<!-- end generated -->\n")  # fmt: skip
+    readme_command(["--root", str(tmp_path)])
+    text = page.read_text()
+    assert "| big (2.9x GFLOPs / NFE), no search, 20 NFE | 20 | 4.0 | **0.32** | 0.50 |" in text
+    assert "| grpo | 10 | 0.7 | **0.35** | 0.25 |" in text
+    assert (tmp_path / "docs" / "results" / "shapes.json").is_file()
+    readme_command(["--root", str(tmp_path), "--check"])
