@@ -34,8 +34,8 @@ from lightning_search.reporting.scaling import (
 )
 from lightning_search.runs import RunFolder, atomic_write_bytes, atomic_write_text, read_json, write_json
 
-REPORT_COLUMNS = ["group", "name", "nfe", "gflops", "inception_score", "fid", "kid", "precision", "recall",
-                  "accuracy", "search_score"]  # fmt: skip
+REPORT_COLUMNS = ["group", "name", "nfe", "gflops", "verifier_gflops", "inception_score", "fid", "kid", "precision",
+                  "recall", "accuracy", "search_score"]  # fmt: skip
 
 
 # -- the configs ------------------------------------------------------------------------------------------
@@ -270,7 +270,13 @@ def write_report(
             text += ["## Reward per NFE", "", table, ""]
     if grid:
         text += [f"Same seeds, left: `{grid.left}`, right: `{grid.right}`", "", "![grid](grid.png)", ""]
-    text += ["## All points", "", markdown_table(rows, REPORT_COLUMNS + score_columns)]
+    text += [
+        "## All points",
+        "",
+        "nfe, gflops (the generator's) and verifier_gflops (search's scoring) are per sample.",
+        "",
+        markdown_table(rows, REPORT_COLUMNS + score_columns),
+    ]
     atomic_write_text(out / "report.md", "\n".join(text) + "\n")
     rank_zero_info(f"wrote {out}/scaling.csv, scaling.png, report.md")
 

@@ -40,6 +40,15 @@ class PairsConfig:
             )
 
 
+def caption_of(condition: Any) -> Any:
+    """The pair's ``caption``: a metadata dict's ``prompt`` (GenEval-style conditions such as the shapes world's:
+    Pick-a-Pic captions are text, and Arrow cannot store dicts whose fields differ between rows), else the
+    condition itself (a class label, a prompt string)."""
+    if isinstance(condition, dict) and isinstance(condition.get("prompt"), str):
+        return condition["prompt"]
+    return condition
+
+
 @torch.no_grad()
 def best_and_worst(
     ctx: SearchContext, conditions: Sequence[Any], sample_ids: Sequence[int], samples_per_condition: int
@@ -61,7 +70,7 @@ def best_and_worst(
         rows.append(
             {
                 "sample_id": int(sample_id),
-                "caption": condition,
+                "caption": caption_of(condition),
                 "image_w": images[i, b].float().cpu(),
                 "image_l": images[i, w].float().cpu(),
                 "score_w": float(scores[i, b]),

@@ -11,8 +11,8 @@ from typing import Any
 from lightning_search.runs import atomic_write_bytes, atomic_write_text
 
 SCALING_COLUMNS = [
-    "group", "name", "algorithm", "verifier", "nfe", "gflops", "inception_score", "fid", "kid", "precision",
-    "recall", "pairwise_distance", "accuracy", "search_score", "wall_time_per_sample", "num_samples",
+    "group", "name", "algorithm", "verifier", "nfe", "gflops", "verifier_gflops", "inception_score", "fid", "kid",
+    "precision", "recall", "pairwise_distance", "accuracy", "search_score", "wall_time_per_sample", "num_samples",
 ]  # fmt: skip
 
 CURVES = [("inception_score", "Inception score (evaluator)"), ("fid", "FID (evaluator features)"),
