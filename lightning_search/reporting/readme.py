@@ -166,8 +166,9 @@ def render(record: dict[str, Any]) -> dict[str, str]:
 SHAPES_TASKS = ["single_object", "two_object", "counting", "colors", "position", "color_attr"]  # GenEval's six
 SHAPES_POINTS = [
     ("steps-nfe10", "small, no search, 10 NFE"), ("steps-nfe20", "small, no search, 20 NFE"),
-    ("steps-nfe40", "small, no search, 40 NFE"), ("big-nfe20", "big (2.9x GFLOPs / NFE), no search, 20 NFE"),
+    ("steps-nfe40", "small, no search, 40 NFE"), ("big-nfe20", "big (3.0x GFLOPs / NFE), no search, 20 NFE"),
     ("random-clip-n2", "small + CLIP-analogue search, N = 2"), ("random-clip-n3", "small + CLIP-analogue search, N = 3"),
+    ("random-clip-n6-nfe10", "small + CLIP-analogue search, N = 6 x 10 NFE"),
     ("random-clip-n4", "small + CLIP-analogue search, N = 4"),
     ("random-clip-n16", "small + CLIP-analogue search, N = 16"),
     ("random-clip-n64", "small + CLIP-analogue search, N = 64"),

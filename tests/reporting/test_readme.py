@@ -97,7 +97,7 @@ def test_the_shapes_blocks_come_from_the_shapes_runs(tmp_path):
                     "<!-- generated: shapes-finetune -->\n<!-- end generated -->\n")  # fmt: skip
     readme_command(["--root", str(tmp_path)])
     text = page.read_text()
-    assert "| big (2.9x GFLOPs / NFE), no search, 20 NFE | 20 | 4.0 | **0.32** | 0.50 |" in text
+    assert "| big (3.0x GFLOPs / NFE), no search, 20 NFE | 20 | 4.0 | **0.32** | 0.50 |" in text
     assert "| grpo | 10 | 0.7 | **0.35** | 0.25 |" in text
     assert (tmp_path / "docs" / "results" / "shapes.json").is_file()
     readme_command(["--root", str(tmp_path), "--check"])
