@@ -82,8 +82,8 @@ runs/shapes/grpo/adapter/pytorch_lora_weights.safetensors: recipes/shapes/grpo.y
 rl-shapes: runs/shapes/dpo/adapter/pytorch_lora_weights.safetensors runs/shapes/grpo/adapter/pytorch_lora_weights.safetensors
 
 # Samples, sweep points and compare runs are recomputed each time, the models only when their recipe changed.
-# Runtime on the shared 2-core machine with the three models already trained: ~57 min (sweep ~31, pairs + DPO beside
-# GRPO ~11, compare ~11, sample and start-ups ~4; summed from the measured stages, not timed in one go); training
+# Runtime on a 2-core machine with the three models already trained: ~60 min (the sweep, N = 64 included, 31 min
+# timed alone; pairs + DPO beside GRPO ~11 and compare ~11 on a shared machine; sample and start-ups ~4); training
 # the models first adds ~25 min (fit_big's 1,289 s of CPU time is the longest of the three).
 demo-shapes: | $(STAMP)
 	$(MAKE) -j3 fit-shapes
