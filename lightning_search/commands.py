@@ -421,8 +421,11 @@ def readme(argv: list[str]) -> None:
         if (root / world.runs / "sweep" / "scaling.csv").is_file():
             write_json(root / world.record, world.collect(root / world.runs))
             for source, target in world.pictures.items():
-                if (root / world.runs / source).is_file():
-                    atomic_write_bytes(root / generator.ASSETS / target, (root / world.runs / source).read_bytes())
+                picture = root / world.runs / source
+                if picture.is_file() and picture.stat().st_size <= generator.MAX_PICTURE_BYTES:
+                    atomic_write_bytes(root / generator.ASSETS / target, picture.read_bytes())
+                elif picture.is_file():
+                    rank_zero_info(f"readme: {picture} is over 1 MB; left out of {generator.ASSETS}")
             done.append(name)
     if not done:
         raise ConfigurationError(f"no run folders under {root / 'runs'}: run `make demo` (or `make demo-shapes`) first")
