@@ -5,28 +5,20 @@ skipped measurements. The real sizes are checked on the meta device against the 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.helpers.benchmarks import load_benchmark
 
 REPO = Path(__file__).resolve().parents[2]
 FAMILIES = ["sd", "flux", "sdxl", "sd35m", "pixart"]
 STEPS, CANDIDATES, MEMORY_CANDIDATES = 2, [2, 3], 12
 
 
-def _load_benchmark():
-    spec = importlib.util.spec_from_file_location("benchmarks_gpu", REPO / "benchmarks" / "gpu.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is created
-    spec.loader.exec_module(module)
-    return module
-
-
-gpu = _load_benchmark()
+gpu = load_benchmark("gpu")
 
 
 @pytest.fixture(scope="module")

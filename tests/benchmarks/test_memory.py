@@ -3,8 +3,6 @@ seen not to, and the activation tracker counts bytes as a hand count (and torch'
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,20 +10,14 @@ import torch
 import yaml
 from torch import nn
 
+from tests.helpers.benchmarks import load_benchmark
+
 REPO = Path(__file__).resolve().parents[2]
 RECIPE = REPO / "recipes" / "paper" / "flux_dev_drawbench_random.yaml"
 GPU_BYTES = 80e9  # an 80 GB card (A100 / H100 80GB hold a little more: 80 GiB)
 
 
-def _load_benchmark():
-    spec = importlib.util.spec_from_file_location("benchmarks_memory", REPO / "benchmarks" / "memory.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is created
-    spec.loader.exec_module(module)
-    return module
-
-
-memory = _load_benchmark()
+memory = load_benchmark("memory")
 
 
 @pytest.fixture(scope="module")
