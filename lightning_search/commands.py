@@ -193,15 +193,21 @@ def sweep(argv: list[str]) -> None:
     parser = _parser("lightning-search sweep", sweep.__doc__)
     parser.add_argument("--config", required=True, help="sweep YAML: predict_config, output_dir, points")
     parser.add_argument("--force", type=bool, default=False, help="recompute points that are already done")
-    parser.add_argument("--only", type=list[str] | None, default=None, help="run only these point names")
+    parser.add_argument("--only", type=list[str] | None, default=None,
+                        help="run only these points (the report keeps the others already done with their settings)")  # fmt: skip
     cfg = parser.parse_args(argv)
     spec: SweepSpec = load_spec(cfg.config, SweepSpec, "sweep")
     out = Path(spec.output_dir)
-    chosen = [p for p in spec.points if not cfg.only or p.name in cfg.only]
-    runs = parse_runs(spec.predict_config, {p.name: p.args for p in chosen})
+    runs = parse_runs(spec.predict_config, {p.name: p.args for p in spec.points})
     points = []
-    for point in chosen:
+    for point in spec.points:
         folder = out / point.name
+        if cfg.only and point.name not in cfg.only:  # not run now; in the report if done with these settings
+            if finished(RunFolder(folder), runs[point.name]):
+                points.append(
+                    {**RunFolder(folder).read_metrics(), "name": point.name, "group": point.group or point.name}
+                )
+            continue
         if cfg.force and folder.exists():
             shutil.rmtree(folder)
         if finished(RunFolder(folder), runs[point.name]):

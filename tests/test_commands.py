@@ -143,6 +143,8 @@ def test_a_sweep_reuses_finished_points_of_the_same_settings_only(tmp_path, digi
     monkeypatch.setattr(commands, "run_point", lambda *a: ran.append(a) or {})
     commands.sweep(["--config", spec])  # both finished with these settings: nothing is loaded or run
     assert ran == []
+    commands.sweep(["--config", spec, "--only", "[steps2]"])  # one point rerun (reused): the report keeps both
+    assert ran == [] and [r["name"] for r in read_scaling_csv(tmp_path / "sweep/scaling.csv")] == ["steps1", "steps2"]
     points[1]["args"][-1] = "--model.init_args.sampler.steps=3"
     monkeypatch.undo()
     with pytest.raises(RunFolderError, match=r"model.init_args.sampler.steps: 2 -> 3"):
