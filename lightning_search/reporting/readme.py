@@ -11,7 +11,6 @@ cannot pass the tests.
 
 from __future__ import annotations
 
-import csv
 import json
 import re
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from typing import Any
 
 from lightning_search.errors import ConfigurationError
 from lightning_search.reporting.loggers import read_scalar_events, read_scalars
+from lightning_search.reporting.scaling import read_scaling_csv
 
 RECORD = Path("docs/results/digits.json")
 ASSETS = Path("docs/assets")
@@ -46,11 +46,11 @@ SWEEP_POINTS = [
 COMPARE_RUNS = ["base", "dpo", "grpo", "base+search", "dpo+search", "grpo+search"]
 
 
-def _num(value: Any) -> float | None:
-    try:
-        return None if value in (None, "") else float(value)
-    except (TypeError, ValueError):
-        return None
+def _sweep_rows(sweep: Path, command: str) -> dict[str, dict[str, Any]]:
+    """{point name: its scaling.csv row} of a sweep folder; a missing sweep says which command makes it."""
+    if not (sweep / "scaling.csv").is_file():
+        raise ConfigurationError(f"no {sweep}/scaling.csv: run `{command}` first")
+    return {row["name"]: row for row in read_scaling_csv(sweep / "scaling.csv")}
 
 
 def _compare_metrics(folder: Path, names: list[str]) -> dict[str, dict[str, Any]]:
@@ -92,12 +92,9 @@ def fit_cost(run: Path) -> dict[str, Any] | None:
 def collect(runs: Path = Path("runs/digits")) -> dict[str, Any]:
     """Every number the README quotes, from the digits run folders (``make demo``'s)."""
     sweep = runs / "sweep"
-    if not (sweep / "scaling.csv").is_file():
-        raise ConfigurationError(f"no {sweep}/scaling.csv: run `make demo` first")
-    with open(sweep / "scaling.csv") as f:
-        rows = {r["name"]: r for r in csv.DictReader(f)}
+    rows = _sweep_rows(sweep, "make demo")
     keys = ("nfe", "inception_score", "fid", "recall", "accuracy", "score/classifier", "score/oracle", "search_score")
-    points = {name: {k: _num(rows[name].get(k)) for k in keys} for name, _ in SWEEP_POINTS if name in rows}
+    points = {name: {k: rows[name].get(k) for k in keys} for name, _ in SWEEP_POINTS if name in rows}
     report = (sweep / "report.md").read_text()
     section = report.split("## The paper's findings on this run", 1)[-1].split("\n## ", 1)[0]
     findings = [line for line in section.splitlines() if line.startswith("- ")]
@@ -183,12 +180,9 @@ SHAPES_RUNS = ["base", "dpo", "grpo", "base+search", "dpo+search", "grpo+search"
 def collect_shapes(runs: Path = Path("runs/shapes")) -> dict[str, Any]:
     """Every shapes number the README quotes, from ``make demo-shapes``'s run folders."""
     sweep = runs / "sweep"
-    if not (sweep / "scaling.csv").is_file():
-        raise ConfigurationError(f"no {sweep}/scaling.csv: run `make demo-shapes` first")
-    with open(sweep / "scaling.csv") as f:
-        rows = {r["name"]: r for r in csv.DictReader(f)}
+    rows = _sweep_rows(sweep, "make demo-shapes")
     keys = ["nfe", "gflops", "score/clip", "score/judge", *(f"score/judge_{t}" for t in SHAPES_TASKS)]
-    points = {name: {k: _num(rows[name].get(k)) for k in keys} for name, _ in SHAPES_POINTS if name in rows}
+    points = {name: {k: rows[name].get(k) for k in keys} for name, _ in SHAPES_POINTS if name in rows}
     return {"points": points, "compare": _compare_metrics(runs / "compare", SHAPES_RUNS)}
 
 
