@@ -6,10 +6,14 @@ from abc import ABC, abstractmethod
 from typing import Any
 
 import torch
+from torch import Generator
 
 from lightning_search.backbones.base import Backbone
+from lightning_search.errors import ConfigurationError
 
 Logs = dict[str, torch.Tensor]
+LossAndLogs = tuple[torch.Tensor, Logs]
+Batch = dict[str, Any]
 
 
 class Objective(ABC):
@@ -22,12 +26,23 @@ class Objective(ABC):
 
     needs_reference: bool = False
 
-    @abstractmethod
     def __call__(
         self,
         backbone: Backbone,
-        batch: dict[str, Any],
+        batch: Batch,
         reference: Backbone | None = None,
-        generator: torch.Generator | None = None,
-    ) -> tuple[torch.Tensor, Logs]:
-        """-> (scalar loss, {name: scalar tensor} to log)."""
+        generator: Generator | None = None,
+    ) -> LossAndLogs:
+        """-> (scalar loss, {name: scalar tensor} to log); refuses to run without the reference it needs."""
+        if self.needs_reference and reference is None:
+            raise ConfigurationError(
+                f"{type(self).__name__} needs a reference model: train through DiffusionModule (LoRA adapters "
+                "disabled, or a frozen copy for a full fine-tune), or pass reference= yourself"
+            )
+        return self.loss(backbone, batch, reference, generator)
+
+    @abstractmethod
+    def loss(
+        self, backbone: Backbone, batch: Batch, reference: Backbone | None, generator: Generator | None
+    ) -> LossAndLogs:
+        """The loss and its logs; ``reference`` is never None when ``needs_reference`` is set."""

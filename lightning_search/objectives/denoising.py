@@ -10,10 +10,12 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import torch
+from torch import Generator
+from typing_extensions import override
 
 from lightning_search.backbones.base import Backbone, Cond
 from lightning_search.errors import ConfigurationError
-from lightning_search.objectives.base import Logs, Objective
+from lightning_search.objectives.base import Batch, LossAndLogs, Objective
 
 
 class DenoisingLoss(Objective):
@@ -52,13 +54,10 @@ class DenoisingLoss(Objective):
         """The images (B, C, H, W) in [0, 1] of a batch that the loss regresses on: ``image``."""
         return batch["image"]
 
-    def __call__(
-        self,
-        backbone: Backbone,
-        batch: dict[str, Any],
-        reference: Backbone | None = None,
-        generator: torch.Generator | None = None,
-    ) -> tuple[torch.Tensor, Logs]:
+    @override
+    def loss(
+        self, backbone: Backbone, batch: Batch, reference: Backbone | None, generator: Generator | None
+    ) -> LossAndLogs:
         x0 = backbone.encode_images(self.training_images(batch))
         cond = backbone.drop_conditions(backbone.encode_conditions(batch["condition"]), generator)
         t = self.sample_time(x0.shape[0], x0.device, generator)

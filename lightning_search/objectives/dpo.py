@@ -24,10 +24,12 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+from torch import Generator
+from typing_extensions import override
 
 from lightning_search.backbones.base import Backbone, Cond, cond_cat
 from lightning_search.errors import ConfigurationError
-from lightning_search.objectives.base import Logs, Objective
+from lightning_search.objectives.base import Batch, LossAndLogs, Objective
 from lightning_search.objectives.denoising import DenoisingLoss
 
 LOSS_TYPES = ("sigmoid", "hinge", "ipo")
@@ -112,18 +114,10 @@ class DiffusionDPO(Objective):
         kl = (out.detach() - ref_out).pow(2).flatten(1).mean(1)
         return model[:b], model[b:], ref[:b], ref[b:], 0.5 * (kl[:b] + kl[b:])
 
-    def __call__(
-        self,
-        backbone: Backbone,
-        batch: dict[str, Any],
-        reference: Backbone | None = None,
-        generator: torch.Generator | None = None,
-    ) -> tuple[torch.Tensor, Logs]:
-        if reference is None:
-            raise ConfigurationError(
-                "Diffusion-DPO needs a reference model: train through DiffusionModule (LoRA adapters disabled, or a "
-                "frozen copy for a full fine-tune), or pass reference= yourself"
-            )
+    @override
+    def loss(
+        self, backbone: Backbone, batch: Batch, reference: Backbone | None, generator: Generator | None
+    ) -> LossAndLogs:
         l_w, l_l, ref_w, ref_l, kl = self.losses(backbone, reference, batch, generator)
         h = -0.5 * self.beta * ((l_w - l_l) - (ref_w - ref_l))
         loss = preference_loss(h, self.beta, self.loss_type).mean()

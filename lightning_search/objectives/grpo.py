@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
+from typing_extensions import override
 
 from lightning_search.backbones.base import Backbone, Cond, cond_index, cond_repeat
 from lightning_search.errors import ConfigurationError, UnknownNameError
@@ -145,7 +146,8 @@ class GRPO(Objective):
         self.updates, self.adv_clip, self.std, self.log_prob = updates, adv_clip, std, log_prob
         self.max_grad_norm = max_grad_norm
 
-    def __call__(self, backbone, batch, reference=None, generator=None):
+    @override
+    def loss(self, backbone, batch, reference, generator):
         raise ConfigurationError(
             "GRPO trains online: use it as the objective of DiffusionModule (fit drives the rollouts)"
         )

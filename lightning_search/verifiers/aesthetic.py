@@ -21,9 +21,8 @@ from lightning_search.verifiers.base import Verifier
 from lightning_search.verifiers.clip_models import (
     TINY,
     Preprocess,
-    hub_file,
+    load_hub_weights,
     load_open_clip,
-    load_state_dict_file,
     model_dtype_device,
 )
 
@@ -53,14 +52,7 @@ class LinearStackMLP(nn.Module):
 
 def load_head(head: nn.Module, source: str, filename: str, prefix: str = "", cache_dir: str | None = None) -> None:
     """Load a head's weights (safetensors or weights-only torch file) from a file, a folder or a hub repo."""
-    path = hub_file(source, filename, cache_dir=cache_dir)
-    state = load_state_dict_file(path)
-    if prefix:
-        state = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
-    try:
-        head.load_state_dict(state)
-    except RuntimeError as err:
-        raise CheckpointError(f"{str(path)!r} does not match the {type(head).__name__} head: {err}") from err
+    load_hub_weights(head, source, filename, f"the {type(head).__name__} head", prefix=prefix, cache_dir=cache_dir)
 
 
 class AestheticVerifier(Verifier):

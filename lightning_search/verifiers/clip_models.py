@@ -290,6 +290,25 @@ def hub_file(repo_or_folder: str, filename: str, *, cache_dir: str | None = None
         ) from err
 
 
+def load_weights(module: nn.Module, path: Path, what: str, prefix: str = "") -> None:
+    """Load the state dict in ``path`` (keys starting with ``prefix``, stripped) into ``module`` strictly;
+    CheckpointError naming the file and ``what`` it was meant for when the keys or shapes differ."""
+    state = load_state_dict_file(path)
+    if prefix:
+        state = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as err:
+        raise CheckpointError(f"{str(path)!r} does not fit {what}: {err}") from err
+
+
+def load_hub_weights(
+    module: nn.Module, repo_or_folder: str, filename: str, what: str, *, prefix: str = "", cache_dir: str | None = None
+) -> None:
+    """:func:`load_weights` of ``filename`` in a hub repo, a local folder, or a local file (:func:`hub_file`)."""
+    load_weights(module, hub_file(repo_or_folder, filename, cache_dir=cache_dir), what, prefix)
+
+
 def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Row-wise cosine similarity in float32: (B, D), (B, D) -> (B,)."""
     return F.cosine_similarity(a.float().flatten(1), b.float().flatten(1), dim=-1)

@@ -16,14 +16,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from lightning_search.errors import CheckpointError, ConfigurationError
+from lightning_search.errors import ConfigurationError
 from lightning_search.verifiers.base import Verifier
 from lightning_search.verifiers.clip_models import (
     TINY,
     Preprocess,
     hub_file,
     load_open_clip,
-    load_state_dict_file,
+    load_weights,
     model_dtype_device,
     unique_texts,
 )
@@ -61,12 +61,8 @@ class HPSVerifier(Verifier):
         else:
             # Resolve the weights first: offline, a missing checkpoint fails before building ViT-H (1B params).
             path = hub_file(checkpoint, HPS_FILES[version], cache_dir=cache_dir)
-            state = load_state_dict_file(path)
             self.clip, self.tokenizer = load_open_clip(clip_model, None, cache_dir=cache_dir)
-            try:
-                self.clip.load_state_dict(state)
-            except RuntimeError as err:
-                raise CheckpointError(f"{str(path)!r} does not fit open_clip {clip_model}: {err}") from err
+            load_weights(self.clip, path, f"open_clip {clip_model}")
             self.preprocess = Preprocess(size=self.preprocess_size(), resize_mode="longest")
         self.clip.requires_grad_(False).eval()
 

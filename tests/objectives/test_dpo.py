@@ -105,7 +105,7 @@ def test_bad_settings_and_batches_are_explained(models, batch):
     model, reference = models
     with pytest.raises(ConfigurationError, match="loss_type"):
         DiffusionDPO(loss_type="kto")
-    with pytest.raises(ConfigurationError, match="reference"):
+    with pytest.raises(ConfigurationError, match="DiffusionDPO needs a reference model"):
         DiffusionDPO()(model, batch)
     with pytest.raises(ConfigurationError, match="image_l"):
         DiffusionDPO()(model, {"image_w": batch["image_w"], "condition": batch["condition"]}, reference)

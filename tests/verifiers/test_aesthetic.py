@@ -43,7 +43,7 @@ def test_head_loads_from_file_and_folder(tmp_path):
         dst = LinearStackMLP(16)
         load_head(dst, source, filename)
         assert torch.equal(dst.layers[0].weight, src.layers[0].weight)
-    with pytest.raises(CheckpointError, match="does not match"):
+    with pytest.raises(CheckpointError, match="does not fit the LinearStackMLP head"):
         load_head(LinearStackMLP(32), str(tmp_path), "aesthetic-model.pth")
 
 

@@ -26,6 +26,7 @@ from lightning_search.verifiers import (
     ImageRewardVerifier,
     PickScoreVerifier,
     SelfSupervisedVerifier,
+    clip_models,
 )
 from lightning_search.verifiers import aesthetic as aesthetic_module
 from lightning_search.verifiers import hps as hps_module
@@ -188,7 +189,7 @@ def test_hps_default(meta_build, monkeypatch, version):
     monkeypatch.setattr(hps_module, "hub_file", lambda repo, name, **kw: files.append((repo, name)) or Path(name))
     # a state dict of the same architecture stands in for the checkpoint (the activation has no parameters)
     stand_in = open_clip.create_model(clip_model).state_dict()
-    monkeypatch.setattr(hps_module, "load_state_dict_file", lambda path: stand_in)
+    monkeypatch.setattr(clip_models, "load_state_dict_file", lambda path: stand_in)
     verifier = HPSVerifier(version=version)
     assert files == [(default(HPSVerifier, "checkpoint"), hps_module.HPS_FILES[version])]
     assert next(verifier.clip.parameters()).device.type == "meta"
