@@ -10,7 +10,7 @@ RUN := $(BIN)/lightning-search
 export HF_HUB_OFFLINE ?= 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo demo-dpo demo-shapes rl-shapes test lint format install clean fit-digits fit-shapes bench bench-gpu
+.PHONY: demo demo-sample demo-sweep demo-dpo demo-shapes rl-shapes test lint format install clean fit-digits fit-shapes bench bench-gpu
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -48,12 +48,17 @@ demo-dpo: fit-digits runs/digits/dpo/adapter/pytorch_lora_weights.safetensors ru
 
 # Samples and sweep points are recomputed on every demo (a retrained generator must not meet old points);
 # the models are retrained only when their recipe changed.
+demo-sample: fit-digits
+	rm -rf runs/digits/sample
+	OMP_NUM_THREADS=1 $(RUN) predict --config recipes/digits/sample.yaml
+demo-sweep: fit-digits
+	OMP_NUM_THREADS=1 $(RUN) sweep --config recipes/digits/sweep.yaml --force true
+
+# After the three fits, the sample, the sweep and the fine-tunes are independent: `-j2` runs two of them at a
+# time, one thread each (one per core); `--output-sync` prints each one's output whole when it ends.
 demo: | $(STAMP)
 	$(MAKE) -j3 fit-digits
-	rm -rf runs/digits/sample
-	$(RUN) predict --config recipes/digits/sample.yaml
-	$(RUN) sweep --config recipes/digits/sweep.yaml --force true
-	$(MAKE) demo-dpo
+	$(MAKE) -j2 --output-sync=target demo-sweep demo-sample demo-dpo
 	@echo "demo outputs: runs/digits/sample/{grid.png,metrics.json}, runs/digits/sweep/{scaling.csv,scaling.png,grid.png,report.md}, runs/digits/dpo/compare/{report.md,report.html}"
 	@$(RUN) readme --check || echo "demo: this run's numbers differ from the README's (another machine or library version?); \`lightning-search readme\` rewrites the README from them"
 
@@ -102,8 +107,9 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# two pytest-xdist workers, one per core (each test runs single-threaded: see tests/conftest.py)
 test: lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist worksteal
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py

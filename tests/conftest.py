@@ -12,6 +12,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from filelock import FileLock
 
 from lightning_search import DiffusionModule
 from lightning_search.backbones import DigitsBackbone
@@ -38,7 +39,7 @@ class DigitsSetup:
     generator: Path
 
 
-def _fit(module, datamodule, path: Path, **trainer_kwargs) -> Path:
+def _fit(module, datamodule, path: Path, **trainer_kwargs) -> None:
     trainer = L.Trainer(
         accelerator="cpu",
         logger=False,
@@ -50,24 +51,32 @@ def _fit(module, datamodule, path: Path, **trainer_kwargs) -> Path:
     )
     trainer.fit(module, datamodule)
     trainer.save_checkpoint(path)
-    return path
 
 
 @pytest.fixture(scope="session")
 def digits_setup(tmp_path_factory) -> DigitsSetup:
-    root = tmp_path_factory.mktemp("digits")
+    # Under pytest-xdist (`make test` runs two workers) every worker asks for the models: the first to take the
+    # lock trains them into the run's shared temporary folder, the others wait and read them (~6 s each saved).
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent
+    root = shared / "digits"
+    with FileLock(shared / "digits.lock"):
+        paths = DigitsSetup(root, root / "verifier.ckpt", root / "evaluator.ckpt", root / "generator.ckpt")
+        if not paths.generator.is_file():  # written last
+            root.mkdir(exist_ok=True)
+            _train_digits(paths)
+    return paths
+
+
+def _train_digits(paths: DigitsSetup) -> None:
     L.seed_everything(1)
-    verifier = _fit(
-        ClassifierModule("digits-cnn"), DigitsDataModule("verifier", 64), root / "verifier.ckpt", max_epochs=15
-    )
+    _fit(ClassifierModule("digits-cnn"), DigitsDataModule("verifier", 64), paths.verifier, max_epochs=15)
     L.seed_everything(2)
-    evaluator = _fit(
-        ClassifierModule("digits-wide"), DigitsDataModule("evaluator", 64), root / "evaluator.ckpt", max_epochs=15
-    )
+    _fit(ClassifierModule("digits-wide"), DigitsDataModule("evaluator", 64), paths.evaluator, max_epochs=15)
     L.seed_everything(0)
     module = DiffusionModule(DigitsBackbone("digits-xs"), optimizer=lambda p: torch.optim.AdamW(p, lr=3e-3))
-    generator = _fit(module, DigitsDataModule("generator", 128), root / "generator.ckpt", max_steps=400)
-    return DigitsSetup(root, verifier, evaluator, generator)
+    _fit(module, DigitsDataModule("generator", 128), paths.generator, max_steps=400)
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ from typing_extensions import override
 
 from lightning_search.callbacks.writer import PredictionWriter
 from lightning_search.errors import ConfigurationError
-from lightning_search.reporting.grid import save_condition_grid
+from lightning_search.reporting.grid import grid_subset, save_condition_grid
 from lightning_search.reporting.loggers import flush, log_figure, log_image, log_scalars, log_table
 from lightning_search.reporting.run_metrics import compute_run_metrics, write_verifier_table
 
@@ -90,10 +90,12 @@ class RunReport(Callback):
         metrics = compute_run_metrics(folder.root, evaluator, reference, extra)
         records = folder.records()
         if records:
+            shown = grid_subset([r["condition"] for r in records], self.grid_per_condition, self.grid_conditions)
+            shown = [records[i] for i in shown]
             save_condition_grid(
                 folder.root / "grid.png",
-                folder.load_images(records),
-                [r["condition"] for r in records],
+                folder.load_images(shown),
+                [r["condition"] for r in shown],
                 self.grid_per_condition,
                 self.grid_conditions,
             )

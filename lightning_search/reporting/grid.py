@@ -33,6 +33,12 @@ def rows_by_condition(conditions: Sequence, per_condition: int, max_conditions: 
     return [g[j] if j < len(g) else -1 for g in groups.values() for j in range(width)]
 
 
+def grid_subset(conditions: Sequence, per_condition: int, max_conditions: int) -> list[int]:
+    """The indices (in order) of the items a condition grid shows: the grid of only these items is the grid of
+    all of them, so a run's report reads back about a hundred of its images instead of every one."""
+    return sorted({i for i in rows_by_condition(conditions, per_condition, max_conditions) if i >= 0})
+
+
 def save_condition_grid(
     path: str | Path, images: torch.Tensor, conditions: Sequence, per_condition: int = 10, max_conditions: int = 10
 ) -> None:
