@@ -9,7 +9,12 @@ the predict parser before the first one runs.
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
 from argparse import ArgumentError
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +24,7 @@ from jsonargparse import ArgumentParser
 from lightning.pytorch.utilities import rank_zero_info
 
 from lightning_search.cli_errors import parse_error_line
-from lightning_search.errors import ConfigurationError
+from lightning_search.errors import ConfigurationError, Interrupted
 from lightning_search.fingerprint import fingerprint_differences
 from lightning_search.lightning_cli import PARSER_KWARGS, LightningSearchCLI, parse_runs
 from lightning_search.reporting.diagnostics import HackingThresholds
@@ -188,40 +193,86 @@ def sweep(argv: list[str]) -> None:
     """Run every point of a sweep config (a predict recipe plus per-point overrides), then the report.
 
     A point whose folder already holds ``metrics.json`` (made with the same settings) is reused unless
-    ``--force``.
+    ``--force``. ``--jobs N`` runs the points in N processes side by side (one thread each); ``--only`` with
+    ``--report false`` runs a share of them (on another machine, say), and a plain rerun then reports them all.
     """
     parser = _parser("lightning-search sweep", sweep.__doc__)
     parser.add_argument("--config", required=True, help="sweep YAML: predict_config, output_dir, points")
     parser.add_argument("--force", type=bool, default=False, help="recompute points that are already done")
     parser.add_argument("--only", type=list[str] | None, default=None,
                         help="run only these points (the report keeps the others already done with their settings)")  # fmt: skip
+    parser.add_argument("--jobs", type=int, default=1, help="processes running points side by side, one thread each")
+    parser.add_argument("--report", type=bool, default=True, help="write the report once the points are done")
     cfg = parser.parse_args(argv)
+    if cfg.jobs < 1:
+        raise ConfigurationError(f"--jobs must be >= 1, got {cfg.jobs}")
     spec: SweepSpec = load_spec(cfg.config, SweepSpec, "sweep")
     out = Path(spec.output_dir)
     runs = parse_runs(spec.predict_config, {p.name: p.args for p in spec.points})
-    points = []
-    for point in spec.points:
-        folder = out / point.name
-        if cfg.only and point.name not in cfg.only:  # not run now; in the report if done with these settings
-            if finished(RunFolder(folder), runs[point.name]):
-                points.append(
-                    {**RunFolder(folder).read_metrics(), "name": point.name, "group": point.group or point.name}
-                )
-            continue
-        if cfg.force and folder.exists():
-            shutil.rmtree(folder)
-        if finished(RunFolder(folder), runs[point.name]):
-            metrics = RunFolder(folder).read_metrics()
-        else:  # a folder of other settings stops here with the differences (RunFolder.claim)
+    unknown = sorted(set(cfg.only or ()) - set(runs))
+    if unknown:
+        raise ConfigurationError(f"--only names no point of {cfg.config!r}: {unknown}; the points: {', '.join(runs)}")
+    chosen = [p for p in spec.points if not cfg.only or p.name in cfg.only]
+    if cfg.force:
+        for point in chosen:
+            shutil.rmtree(out / point.name, ignore_errors=True)
+    # a folder of other settings is not finished: its run stops with the differences (RunFolder.claim)
+    todo = [p for p in chosen if not finished(RunFolder(out / p.name), runs[p.name])]
+    if cfg.jobs > 1 and len(todo) > 1:
+        run_points_in_processes(cfg.config, [p.name for p in todo], cfg.jobs)
+    else:
+        for point in todo:
             rank_zero_info(f"sweep point {point.name}")
-            metrics = run_point(spec.predict_config, folder, list(point.args))
-        metrics.update(name=point.name, group=point.group or point.name)
-        points.append(metrics)
+            run_point(spec.predict_config, out / point.name, list(point.args))
+    if not cfg.report:
+        return
+    points = [  # every point done with its settings: the ones run now and, with --only, the others
+        {**RunFolder(out / p.name).read_metrics(), "name": p.name, "group": p.group or p.name}
+        for p in spec.points
+        if finished(RunFolder(out / p.name), runs[p.name])
+    ]
     if spec.grid:
         write_side_by_side(out / "grid.png", [out / spec.grid.left, out / spec.grid.right])
     loggers = build_logger(spec.logger, out)
     rows = scaling_rows(points)
     write_report(out, rows, spec.title, spec.grid, spec.diagnostics, spec.findings, spec.efficiency, loggers)
+
+
+def run_points_in_processes(config: str, names: list[str], jobs: int) -> None:
+    """The points in ``jobs`` child sweeps (``--only`` a share, no report), one thread each. Shares are dealt
+    round-robin: a sweep's points grow along each scaling curve, so every share gets small and large ones.
+
+    A SIGTERM or Ctrl-C reaches the children (they stop at a batch boundary with their points saved); a child
+    that fails has printed its own error line, and this one names it.
+    """
+    shares = [names[i::jobs] for i in range(min(jobs, len(names)))]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "lightning_search.cli", "sweep", "--config", str(config), "--report", "false"]
+    rank_zero_info(f"sweep: {len(names)} points in {len(shares)} processes: {shares}")
+    children = [subprocess.Popen([*command, "--only", json.dumps(share)], env=env) for share in shares]
+
+    def forward(signum, frame) -> None:  # SIGTERM: the children save and stop; SIGINT reaches them by itself
+        for child in children:
+            child.send_signal(signum)
+
+    previous = signal.signal(signal.SIGTERM, forward)
+    try:
+        codes = [child.wait() for child in children]
+    except KeyboardInterrupt:
+        codes = [child.wait() for child in children]
+        codes = [code if code else Interrupted.EXIT_CODES["SIGINT"] for code in codes]
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    stopped = {code for code in codes if code in Interrupted.EXIT_CODES.values()}
+    if stopped:
+        name = next(n for n, c in Interrupted.EXIT_CODES.items() if c in stopped)
+        raise Interrupted(name, "sweep")
+    failed = [(share, code) for share, code in zip(shares, codes) if code]
+    if failed:
+        raise ConfigurationError(
+            f"sweep: the process running {failed[0][0]} failed (exit code {failed[0][1]}, its error is above); "
+            "the points done are kept: rerun the same command to go on"
+        )
 
 
 def write_side_by_side(path: Path, run_dirs: list[Path]) -> None:

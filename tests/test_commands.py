@@ -151,6 +151,45 @@ def test_a_sweep_reuses_finished_points_of_the_same_settings_only(tmp_path, digi
         commands.sweep(["--config", _sweep_spec(tmp_path, digits_setup, points)])
 
 
+def drop_wall_time(line: str) -> dict:
+    return {k: v for k, v in json.loads(line).items() if k != "wall_time"}
+
+
+@pytest.mark.slow
+def test_a_sweep_in_two_processes_writes_what_one_process_writes(tmp_path, digits_setup):
+    from lightning_search import commands
+    from lightning_search.reporting.scaling import read_scaling_csv
+
+    points = [{"name": f"steps{k}", "group": "steps", "args": [*SMALL, f"--model.init_args.sampler.steps={k}"]}
+              for k in (1, 2, 3)]  # fmt: skip
+    (tmp_path / "one").mkdir(), (tmp_path / "two").mkdir()
+    one = _sweep_spec(tmp_path / "one", digits_setup, points)
+    commands.sweep(["--config", one])
+    two = _sweep_spec(tmp_path / "two", digits_setup, points)
+    commands.sweep(["--config", two, "--jobs", "2"])  # shares [steps1, steps3] and [steps2]
+    for point in ("steps1", "steps2", "steps3"):
+        serial, parallel = tmp_path / "one/sweep" / point, tmp_path / "two/sweep" / point
+        records = (serial / "predictions/records.jsonl").read_text().splitlines()
+        assert len(records) == 10
+        assert [drop_wall_time(r) for r in records] == [
+            drop_wall_time(r) for r in (parallel / "predictions/records.jsonl").read_text().splitlines()
+        ], point
+        images = sorted((serial / "predictions/images").iterdir())
+        assert len(images) == 10
+        assert all(
+            image.read_bytes() == (parallel / "predictions/images" / image.name).read_bytes() for image in images
+        )
+    rows = [read_scaling_csv(tmp_path / f"{run}/sweep/scaling.csv") for run in ("one", "two")]
+    assert [r["name"] for r in rows[1]] == ["steps1", "steps2", "steps3"]
+    assert [{k: v for k, v in r.items() if "wall_time" not in k} for r in rows[1]] == [
+        {k: v for k, v in r.items() if "wall_time" not in k} for r in rows[0]
+    ]
+    with pytest.raises(ConfigurationError, match=r"--only names no point of .*\['steps9'\]; the points: steps1, "):
+        commands.sweep(["--config", two, "--only", "[steps9]"])
+    with pytest.raises(ConfigurationError, match="--jobs must be >= 1, got 0"):
+        commands.sweep(["--config", two, "--jobs", "0"])
+
+
 def test_a_wrong_key_in_any_point_fails_before_the_first_point_runs(tmp_path, digits_setup):
     from lightning_search import commands
 
