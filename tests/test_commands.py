@@ -184,6 +184,12 @@ def test_a_sweep_in_two_processes_writes_what_one_process_writes(tmp_path, digit
     assert [{k: v for k, v in r.items() if "wall_time" not in k} for r in rows[1]] == [
         {k: v for k, v in r.items() if "wall_time" not in k} for r in rows[0]
     ]
+    for point in points[1:]:  # other settings for two finished points: both children stop, nothing changes
+        point["args"][-1] += "0"
+    before = (tmp_path / "two/sweep/steps2/predictions/records.jsonl").read_bytes()
+    with pytest.raises(ConfigurationError, match=r"the process running \['steps2'\] failed \(exit code 2"):
+        commands.sweep(["--config", _sweep_spec(tmp_path / "two", digits_setup, points), "--jobs", "2"])
+    assert (tmp_path / "two/sweep/steps2/predictions/records.jsonl").read_bytes() == before
     with pytest.raises(ConfigurationError, match=r"--only names no point of .*\['steps9'\]; the points: steps1, "):
         commands.sweep(["--config", two, "--only", "[steps9]"])
     with pytest.raises(ConfigurationError, match="--jobs must be >= 1, got 0"):
