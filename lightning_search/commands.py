@@ -15,6 +15,7 @@ import shutil
 import signal
 import sys
 from argparse import ArgumentError
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -175,6 +176,17 @@ def pairs(argv: list[str]) -> None:
 # -- sweep ------------------------------------------------------------------------------------------------
 
 
+@contextmanager
+def resumable(what: str, force: bool):
+    """A run stopped by a signal inside a sweep or compare says how to resume the command: with ``--force``,
+    the same command would start over, so it says to rerun without it."""
+    try:
+        yield
+    except Interrupted as err:
+        resume = "rerun the command without --force to resume" if force else "rerun the same command to resume"
+        raise Interrupted(err.signal_name, what, resume) from None
+
+
 def run_point(predict_config: str, output_dir: Path, args: list[str]) -> dict[str, Any]:
     """One ``lightning-search predict`` in this process; returns the run's metrics.json."""
     LightningSearchCLI(args=["predict", "--config", predict_config, *args, f"--trainer.default_root_dir={output_dir}"])
@@ -217,12 +229,13 @@ def sweep(argv: list[str]) -> None:
             shutil.rmtree(out / point.name, ignore_errors=True)
     # a folder of other settings is not finished: its run stops with the differences (RunFolder.claim)
     todo = [p for p in chosen if not finished(RunFolder(out / p.name), runs[p.name])]
-    if cfg.jobs > 1 and len(todo) > 1:
-        run_points_in_processes(cfg.config, [p.name for p in todo], cfg.jobs)
-    else:
-        for point in todo:
-            rank_zero_info(f"sweep point {point.name}")
-            run_point(spec.predict_config, out / point.name, list(point.args))
+    with resumable("sweep", cfg.force):
+        if cfg.jobs > 1 and len(todo) > 1:
+            run_points_in_processes(cfg.config, [p.name for p in todo], cfg.jobs)
+        else:
+            for point in todo:
+                rank_zero_info(f"sweep point {point.name}")
+                run_point(spec.predict_config, out / point.name, list(point.args))
     if not cfg.report:
         return
     points = [  # every point done with its settings: the ones run now and, with --only, the others
@@ -431,7 +444,8 @@ def compare(argv: list[str]) -> None:
                 shutil.rmtree(folder)
             if not finished(RunFolder(folder), runs[run.name]):
                 rank_zero_info(f"compare: predicting {run.name}")
-                run_point(spec.predict_config, folder, list(run.args))
+                with resumable("compare", cfg.force):
+                    run_point(spec.predict_config, folder, list(run.args))
             run_dirs.append(folder)
         title = title or spec.title
     diagnostics = spec.diagnostics if cfg.config is not None else None

@@ -196,6 +196,22 @@ def test_a_sweep_in_two_processes_writes_what_one_process_writes(tmp_path, digit
         commands.sweep(["--config", two, "--jobs", "0"])
 
 
+def test_a_stopped_sweep_says_how_to_resume_it(tmp_path, digits_setup, monkeypatch):
+    from lightning_search import commands
+    from lightning_search.errors import Interrupted
+
+    def stopped(*args):
+        raise Interrupted("SIGTERM", "predict into 'x'")
+
+    monkeypatch.setattr(commands, "run_point", stopped)
+    spec = _sweep_spec(tmp_path, digits_setup, [{"name": "steps1", "args": SMALL}])
+    with pytest.raises(Interrupted, match="^sweep stopped by SIGTERM; .*: rerun the same command to resume$") as err:
+        commands.sweep(["--config", spec])
+    assert err.value.exit_code == 143
+    with pytest.raises(Interrupted, match="rerun the command without --force to resume$"):  # --force would start over
+        commands.sweep(["--config", spec, "--force", "true"])
+
+
 def test_a_wrong_key_in_any_point_fails_before_the_first_point_runs(tmp_path, digits_setup):
     from lightning_search import commands
 
