@@ -105,3 +105,9 @@ def patched_recipe(name: str, tmp_path: Path, setup: DigitsSetup | None = None) 
     path = tmp_path / name.replace("/", "_")
     path.write_text(text)
     return path
+
+
+def pytest_collection_modifyitems(items):
+    # the slow end-to-end tests first: under `make test`'s two xdist workers a 20 s test that starts last is
+    # the suite's tail (the order of everything else is unchanged)
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

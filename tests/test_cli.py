@@ -138,6 +138,7 @@ def _pairs_parquet(path, labels) -> str:
     return str(path)
 
 
+@pytest.mark.slow
 def test_every_bad_input_is_one_line_that_says_what_to_do(tmp_path, digits_setup, capsys):
     """Each case of the issue: exit code 2 and one `lightning-search: error:` line naming the culprit first."""
     sample = str(patched_recipe("digits/sample.yaml", tmp_path, digits_setup))

@@ -120,6 +120,7 @@ def _sweep_spec(tmp_path, digits_setup, points) -> str:
 SMALL = ["--data.init_args.samples_per_class=1"]
 
 
+@pytest.mark.slow
 def test_a_sweep_reuses_finished_points_of_the_same_settings_only(tmp_path, digits_setup, monkeypatch):
     from lightning_search import commands
 

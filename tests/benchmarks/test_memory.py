@@ -38,6 +38,7 @@ def test_the_recipe_settings_are_read_from_its_yaml(flux_run):
     assert sorted(settings.verifiers) == sorted(cfg["verifiers"])
 
 
+@pytest.mark.slow
 def test_the_flux_recipe_fits_80_gb(flux_run):
     settings, models = flux_run
     result = memory.estimate(settings, models)
@@ -49,6 +50,7 @@ def test_the_flux_recipe_fits_80_gb(flux_run):
     assert denoise.batch == settings.micro_batch_size and denoise.activations > 1e9
 
 
+@pytest.mark.slow
 def test_decoding_all_96_candidates_at_once_does_not_fit(flux_run):
     settings, models = flux_run
     everything = memory.RunSettings(**{**vars(settings), "decode_batch_size": settings.num_candidates})

@@ -179,6 +179,7 @@ def _comparable(run) -> tuple[list[dict], dict[str, bytes]]:
     return records, images
 
 
+@pytest.mark.slow
 def test_killed_stopped_and_interrupted_predicts_resume_to_what_an_uninterrupted_run_writes(tmp_path, digits_setup):
     """One run folder, five interruptions in a row, each resumed by the next run: SIGKILL inside an image
     write, inside a record write and just after an image write (at seeded random points), then SIGTERM and
