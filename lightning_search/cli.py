@@ -20,7 +20,7 @@ from collections.abc import Callable
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 
 from lightning_search import commands
-from lightning_search.cli_errors import find_our_error, parse_error_line
+from lightning_search.cli_errors import exit_with_error, find_our_error, parse_error_line
 from lightning_search.errors import Interrupted
 from lightning_search.lightning_cli import LightningSearchCLI
 
@@ -54,11 +54,6 @@ def help_text() -> str:
     return parser.format_help()
 
 
-def _fail(line: str, code: int = 2) -> None:
-    print(f"lightning-search: error: {line}", file=sys.stderr)
-    raise SystemExit(code) from None
-
-
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run a command; our errors and bad input become one line (exit code 2)."""
     args = sys.argv[1:] if argv is None else list(argv)
@@ -67,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(0 if args else 2)
     name = args[0]
     if name not in COMMANDS:
-        _fail(f"unknown command {name!r}; the commands: {', '.join(COMMANDS)} (lightning-search --help)")
+        exit_with_error(f"unknown command {name!r}; the commands: {', '.join(COMMANDS)} (lightning-search --help)")
     function = COMMANDS[name][1]
     try:
         if function is not None:
@@ -75,18 +70,18 @@ def main(argv: list[str] | None = None) -> None:
         else:
             LightningSearchCLI(args=argv)  # None: LightningCLI reads sys.argv itself
     except argparse.ArgumentError as err:
-        _fail(parse_error_line(str(err), name))
+        exit_with_error(parse_error_line(str(err), name))
     except Interrupted as err:
-        _fail(str(err), err.exit_code)
+        exit_with_error(str(err), err.exit_code)
     except Exception as err:
         ours = find_our_error(err)
         if ours is None and isinstance(err, MisconfigurationException):  # Lightning's own, about its settings
-            _fail(str(err).strip().splitlines()[0])
+            exit_with_error(str(err).strip().splitlines()[0])
         if ours is None:
             raise
         if isinstance(ours, Interrupted):
-            _fail(str(ours), ours.exit_code)
-        _fail(str(ours))
+            exit_with_error(str(ours), ours.exit_code)
+        exit_with_error(str(ours))
 
 
 if __name__ == "__main__":

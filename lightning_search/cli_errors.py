@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 
 from lightning_search.errors import LightningSearchError
 
@@ -68,3 +69,9 @@ def find_our_error(err: BaseException | None) -> LightningSearchError | None:
         seen.add(id(err))
         err = err.__cause__ or err.__context__
     return None
+
+
+def exit_with_error(line: str, code: int = 2) -> None:
+    """Print the one error line and end the process with ``code`` (2: bad input; 143 / 130: stopped)."""
+    print(f"lightning-search: error: {line}", file=sys.stderr)
+    raise SystemExit(code) from None

@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import signal
-import sys
 from argparse import ArgumentError
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from typing import Any
 from jsonargparse import ArgumentParser
 from lightning.pytorch.utilities import rank_zero_info
 
-from lightning_search.cli_errors import find_our_error, parse_error_line
+from lightning_search.cli_errors import exit_with_error, find_our_error, parse_error_line
 from lightning_search.errors import ConfigurationError, Interrupted
 from lightning_search.fingerprint import fingerprint_differences
 from lightning_search.lightning_cli import PARSER_KWARGS, LightningSearchCLI, parse_runs
@@ -225,8 +224,8 @@ def sweep(argv: list[str]) -> None:
         raise ConfigurationError(f"--only names no point of {cfg.config!r}: {unknown}; the points: {', '.join(runs)}")
     chosen = [p for p in spec.points if not cfg.only or p.name in cfg.only]
     if cfg.force:
-        for point in chosen:
-            shutil.rmtree(out / point.name, ignore_errors=True)
+        for folder in [out / p.name for p in chosen if (out / p.name).exists()]:
+            shutil.rmtree(folder)
     # a folder of other settings is not finished: its run stops with the differences (RunFolder.claim)
     todo = [p for p in chosen if not finished(RunFolder(out / p.name), runs[p.name])]
     with resumable("sweep", cfg.force):
@@ -307,8 +306,7 @@ def _sweep_share(argv: list[str]) -> None:
         ours = find_our_error(err)
         if ours is None:
             raise
-        print(f"lightning-search: error: {ours}", file=sys.stderr)
-        raise SystemExit(getattr(ours, "exit_code", 2)) from None
+        exit_with_error(str(ours), getattr(ours, "exit_code", 2))
 
 
 def write_side_by_side(path: Path, run_dirs: list[Path]) -> None:
