@@ -34,7 +34,7 @@ COMMANDS: dict[str, tuple[str, Callable[[list[str]], None] | None]] = {
     "predict": ("sample, with or without search, into a run folder", None),
     "pairs": ("AI-feedback preference pairs (best vs worst of K)", commands.pairs),
     "sweep": ("many predicts in one process, then the scaling report", commands.sweep),
-    "report": ("redraw a sweep's report from its scaling.csv", commands.report),
+    "report": ("redraw a sweep's report from its scaling.csv or its config", commands.report),
     "compare": ("compare runs: tables, bars, images side by side", commands.compare),
     "serve-verifier": ("serve a verifier over HTTP (RemoteVerifier)", commands.serve_verifier),
     "readme": ("rewrite (or --check) the README's results from make demo's runs", commands.readme),

@@ -235,9 +235,14 @@ def sweep(argv: list[str]) -> None:
             for point in todo:
                 rank_zero_info(f"sweep point {point.name}")
                 run_point(spec.predict_config, out / point.name, list(point.args))
-    if not cfg.report:
-        return
-    points = [  # every point done with its settings: the ones run now and, with --only, the others
+    if cfg.report:
+        write_sweep_report(spec, runs)
+
+
+def write_sweep_report(spec: SweepSpec, runs: dict[str, dict]) -> None:
+    """The report of every point done with its settings (with ``--only``, the others done before too)."""
+    out = Path(spec.output_dir)
+    points = [
         {**RunFolder(out / p.name).read_metrics(), "name": p.name, "group": p.group or p.name}
         for p in spec.points
         if finished(RunFolder(out / p.name), runs[p.name])
@@ -388,13 +393,23 @@ def log_sweep(loggers: list | tuple, out: Path, rows: list[dict[str, Any]], colu
 
 
 def report(argv: list[str]) -> None:
-    """Redraw scaling.png and report.md of a sweep folder from its scaling.csv."""
+    """Redraw scaling.png and report.md of a sweep folder from its scaling.csv, or, with ``--config``, the
+    report a sweep config asks for (its title, grid, diagnostics, findings) from its finished points, running
+    nothing.
+    """
     parser = _parser("lightning-search report", report.__doc__)
-    parser.add_argument("sweep_dir", help="a folder written by `lightning-search sweep`")
+    parser.add_argument("sweep_dir", nargs="?", default=None, help="a folder written by `lightning-search sweep`")
+    parser.add_argument("--config", default=None, help="a sweep YAML: its report, from the points already done")
     parser.add_argument("--title", default="Scaling sweep")
     parser.add_argument("--baseline", default=None, help="the no-search point of the hacking diagnostics")
     parser.add_argument("--findings", type=str | None, default=None, help="named checks of the paper's findings")
     cfg = parser.parse_args(argv)
+    if cfg.config is not None:
+        spec: SweepSpec = load_spec(cfg.config, SweepSpec, "sweep")
+        write_sweep_report(spec, parse_runs(spec.predict_config, {p.name: p.args for p in spec.points}))
+        return
+    if cfg.sweep_dir is None:
+        raise ConfigurationError("name a sweep folder, or --config a sweep YAML")
     out = Path(cfg.sweep_dir)
     if not (out / "scaling.csv").is_file():
         raise ConfigurationError(f"{str(out)!r} holds no scaling.csv; run `lightning-search sweep` first")

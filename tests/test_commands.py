@@ -146,6 +146,11 @@ def test_a_sweep_reuses_finished_points_of_the_same_settings_only(tmp_path, digi
     assert ran == []
     commands.sweep(["--config", spec, "--only", "[steps2]"])  # one point rerun (reused): the report keeps both
     assert ran == [] and [r["name"] for r in read_scaling_csv(tmp_path / "sweep/scaling.csv")] == ["steps1", "steps2"]
+    (tmp_path / "sweep/report.md").unlink()
+    commands.report(["--config", spec])  # the config's own report, nothing run
+    assert ran == [] and (tmp_path / "sweep/report.md").read_text() == report
+    with pytest.raises(ConfigurationError, match="name a sweep folder, or --config a sweep YAML"):
+        commands.report([])
     points[1]["args"][-1] = "--model.init_args.sampler.steps=3"
     monkeypatch.undo()
     with pytest.raises(RunFolderError, match=r"model.init_args.sampler.steps: 2 -> 3"):
