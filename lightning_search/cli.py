@@ -33,7 +33,7 @@ COMMANDS: dict[str, tuple[str, Callable[[list[str]], None] | None]] = {
     "test": ("run a model's test loop", None),
     "predict": ("sample, with or without search, into a run folder", None),
     "pairs": ("AI-feedback preference pairs (best vs worst of K)", commands.pairs),
-    "sweep": ("many predicts in one process, then the scaling report", commands.sweep),
+    "sweep": ("many predicts (in one process, or --jobs N), then the scaling report", commands.sweep),
     "report": ("redraw a sweep's report from its scaling.csv or its config", commands.report),
     "compare": ("compare runs: tables, bars, images side by side", commands.compare),
     "serve-verifier": ("serve a verifier over HTTP (RemoteVerifier)", commands.serve_verifier),
