@@ -270,6 +270,8 @@ class DiffusionModule(LightningModule):
         With :meth:`configure_pairs`: the AI-feedback pairs of the batch instead (``{"pairs": rows}``)."""
         start = time.perf_counter()
         conditions, sample_ids = batch["condition"], batch["sample_id"].tolist()
+        if all(batch.get("done", [False])):  # a resumed run's batch whose samples are all in the run folder
+            return {"sample_id": sample_ids}
         if self.pairs_config is not None:
             pairs = self.pairs_config
             ctx = SearchContext(self.backbone, self.sampler, self.verifiers[pairs.verifier], pairs.seed)

@@ -36,3 +36,15 @@ def test_predict_step_records_nfe_flops_and_evaluations():
     torch.testing.assert_close(out["evaluations"]["v"], out["result"].score)  # the chosen sample's score
     per_nfe = out["gflops"][0] / 12
     assert per_nfe > 0 and out["gflops"] == pytest.approx([12 * per_nfe] * 2)
+
+
+def test_a_resumed_batch_done_whole_is_not_computed_and_a_partly_done_one_is_computed_whole():
+    m = module(steps=2).eval()
+    m.configure_search(SearchConfig("random", "v", num_candidates=2), {"v": MeanVerifier()})
+    rows = []
+    original = m.backbone.forward
+    m.backbone.forward = lambda x, *args, **kwargs: rows.append(x.shape[0]) or original(x, *args, **kwargs)
+    batch = {"condition": [1, 2], "sample_id": torch.tensor([10, 11])}
+    assert m.predict_step({**batch, "done": [True, True]}, 0) == {"sample_id": [10, 11]} and rows == []
+    out = m.predict_step({**batch, "done": [True, False]}, 0)
+    assert out["sample_id"] == [10, 11] and rows[:4] == [4] * 4  # 2 Heun steps x 2 NFE, 2 samples x 2 candidates each

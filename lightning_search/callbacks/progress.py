@@ -43,9 +43,9 @@ class SearchProgressBar(TQDMProgressBar):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        if isinstance(outputs, dict) and "result" in outputs:
+        if isinstance(outputs, dict) and "sample_id" in outputs:  # a resumed run's done batch counts, with no NFE
             self._samples += len(outputs["sample_id"])
-            self._nfe += int(outputs["result"].nfe.sum())
+            self._nfe += int(outputs["result"].nfe.sum()) if "result" in outputs else 0
             shown = {"samples": f"{self._samples}/{self._total}", "NFE": f"{self._nfe}/{self._budget}"}
             self.history.append(shown)
             self.predict_progress_bar.set_postfix(shown, refresh=False)

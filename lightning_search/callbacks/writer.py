@@ -66,8 +66,9 @@ class PredictionWriter(RunFolderWriter):
     one sorted file. A SIGTERM stops the run after the batch in flight is written (:class:`Interrupted`).
 
     Resuming is an explicit step before predict (``lightning-search predict`` does it): :meth:`resume_from`
-    is told which sample ids the folder already holds, and the DataModule is told to skip them. A folder that
-    already holds records but was not resumed that way is refused rather than mixed.
+    is told which sample ids the folder already holds, and the DataModule flags them done. A batch that holds
+    some of them is computed whole (as in an uninterrupted run) and only its new samples are written. A folder
+    that already holds records but was not resumed that way is refused rather than mixed.
 
     Args:
         output_dir: run folder (default: the trainer's ``default_root_dir``).
@@ -77,14 +78,14 @@ class PredictionWriter(RunFolderWriter):
     def __init__(self, output_dir: str | None = None, resume: bool = True) -> None:
         super().__init__(output_dir)
         self.resume = resume
-        self.skipped: int | None = None  # samples found done by the resume step; None: no resume step ran
+        self.done: frozenset[int] | None = None  # sample ids found done by the resume step; None: no resume step
 
     def predictions_dir(self, trainer: Trainer) -> Path:
         return self.folder(trainer).predictions
 
     def resume_from(self, done: set[int]) -> None:
-        """The resume step's handshake: ``done`` ids are in the folder and skipped by the DataModule."""
-        self.skipped = len(done)
+        """The resume step's handshake: ``done`` ids are in the folder, flagged done by the DataModule."""
+        self.done = frozenset(done)
 
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
@@ -95,14 +96,14 @@ class PredictionWriter(RunFolderWriter):
             folder.remove_temporary_files()  # writes a killed run did not finish
             if not self.resume:
                 folder.clear_records()
-            elif self.skipped is None and folder.done_ids():
+            elif self.done is None and folder.done_ids():
                 raise RunFolderError(
                     f"{str(folder.root)!r} already holds {len(folder.done_ids())} records; resume it with "
                     "`lightning-search predict` (same settings) or write into an empty folder"
                 )
         trainer.strategy.barrier()
-        if self.skipped:
-            rank_zero_info(f"resuming into {folder.predictions}: {self.skipped} samples already done are skipped")
+        if self.done:
+            rank_zero_info(f"resuming into {folder.predictions}: {len(self.done)} samples already done are skipped")
 
     @override
     def on_predict_batch_start(
@@ -124,12 +125,15 @@ class PredictionWriter(RunFolderWriter):
 
     @override
     def write_batch(self, trainer: Trainer, pl_module: LightningModule, prediction: dict[str, Any]) -> None:
-        if self._writes_on(trainer, pl_module):
+        done = self.done or frozenset()
+        new = [i for i, sample_id in enumerate(prediction["sample_id"]) if sample_id not in done]
+        if new and self._writes_on(trainer, pl_module):
             folder = self.folder(trainer)
             result = prediction["result"]
             search = getattr(pl_module, "search_config", None)
             records = []
-            for i, sample_id in enumerate(prediction["sample_id"]):
+            for i in new:
+                sample_id = prediction["sample_id"][i]
                 records.append(
                     {
                         "sample_id": sample_id,

@@ -22,7 +22,7 @@ def collate_conditions(rows: list[dict]) -> dict[str, Any]:
 
 
 class ConditionDataset(Dataset):
-    """Conditions to sample for, each with a stable sample id; ``exclude`` drops ids already done (resume)."""
+    """Conditions to sample for, each with a stable sample id; ``mark_done`` flags ids already done (resume)."""
 
     def __init__(self, conditions: Sequence[Any], sample_ids: Sequence[int], extras: dict | None = None) -> None:
         if len(conditions) != len(sample_ids):
@@ -32,10 +32,10 @@ class ConditionDataset(Dataset):
         self.conditions, self.sample_ids = list(conditions), [int(i) for i in sample_ids]
         self.extras = extras or {}
 
-    def exclude(self, done: set[int]) -> ConditionDataset:
-        keep = [i for i, s in enumerate(self.sample_ids) if s not in done]
-        extras = {k: [v[i] for i in keep] for k, v in self.extras.items()}
-        return ConditionDataset([self.conditions[i] for i in keep], [self.sample_ids[i] for i in keep], extras)
+    def mark_done(self, done: set[int]) -> ConditionDataset:
+        """The same rows in the same order, each with ``done``: whether the run folder holds it already."""
+        extras = {**self.extras, "done": [s in done for s in self.sample_ids]}
+        return ConditionDataset(self.conditions, self.sample_ids, extras)
 
     def __len__(self) -> int:
         return len(self.sample_ids)
@@ -52,8 +52,12 @@ class ConditionDataset(Dataset):
 class ConditionDataModule(ResumableTrainData, LightningDataModule):
     """Base of DataModules that predict over conditions: subclasses implement :meth:`predict_dataset`.
 
-    :meth:`skip_samples` is the resume step's half on the data side: sample ids already done in the run
-    folder are left out of the predict loader (``lightning-search predict`` calls it before predicting).
+    :meth:`skip_samples` is the resume step's half on the data side (``lightning-search predict`` calls it
+    before predicting): sample ids already done in the run folder are flagged ``done`` in their batches, and
+    the batches keep the rows they have in an uninterrupted run. The module skips a batch done whole and
+    computes a partly done one whole; the writer writes only its new samples. Leaving the done ids out
+    instead would put the samples after them into other batches, and CPU kernels choose their blocking by
+    batch size: a resumed run's scores then differ from an uninterrupted run's in their last bits.
     """
 
     predict_batch_size: int = 64
@@ -64,14 +68,17 @@ class ConditionDataModule(ResumableTrainData, LightningDataModule):
         self.seed = int(torch.initial_seed())  # of the training order: the run's seed_everything
 
     def skip_samples(self, done: set[int]) -> None:
-        """Leave these sample ids out of prediction (they are in the run folder already)."""
+        """Flag these sample ids ``done`` in the predict batches (they are in the run folder already)."""
         self._skipped = frozenset(done)
 
     def predict_dataset(self) -> ConditionDataset:
         raise NotImplementedError
 
     def predict_dataloader(self) -> DataLoader:
-        return self.predict_dataset().exclude(set(self._skipped)).loader(self.predict_batch_size)
+        dataset = self.predict_dataset()
+        if self._skipped:
+            dataset = dataset.mark_done(set(self._skipped))
+        return dataset.loader(self.predict_batch_size)
 
     def train_dataloader(self) -> DataLoader:
         """The same conditions, in a seeded order (``data/resumable.py``), for objectives that train on

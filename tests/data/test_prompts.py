@@ -112,8 +112,9 @@ def test_category_filter_limit_and_samples_per_prompt_keep_ids_stable():
     first_counting = next(r for r, row in enumerate(rows) if row["category"] == "Counting")
     assert subset.sample_ids[:2] == [2 * first_counting, 2 * first_counting + 1]
     assert subset[0]["category"] == "Counting" and subset[0]["condition"] == rows[first_counting]["prompt"]
-    resumed = subset.exclude(set(subset.sample_ids[:4]))
-    assert resumed.sample_ids == subset.sample_ids[4:]
+    resumed = subset.mark_done(set(subset.sample_ids[:4]))
+    assert resumed.sample_ids == subset.sample_ids and resumed.conditions == subset.conditions
+    assert [resumed[i]["done"] for i in range(len(resumed))] == [True] * 4 + [False] * 6
 
 
 def test_negative_prompts_make_dict_conditions():
