@@ -179,7 +179,9 @@ def test_nfe_counting_and_micro_batches(sd):
     finally:
         del sd.call_network
     assert small.nfe == 6 and sum(rows[:6]) == 6 * 4 and max(rows[:6]) == 4  # 2 rows x 2 (guidance) per call
-    torch.testing.assert_close(small.x, whole, atol=1e-5, rtol=1e-5)
+    # a micro-batch of 4 rows runs other CPU kernel blockings than one of 8 (2e-5 apart on an AVX-512 Xeon);
+    # a row paired with another row's noise or condition would be O(1) apart
+    torch.testing.assert_close(small.x, whole, atol=1e-4, rtol=1e-4)
 
 
 def test_unsupported_schedulers_are_refused_and_stochastic_ones_need_seeds(sd):
