@@ -14,7 +14,9 @@ import threading
 import warnings
 from argparse import ArgumentError
 from pathlib import Path
+from typing import ClassVar
 
+import yaml
 from lightning import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from typing_extensions import override
@@ -80,10 +82,18 @@ class LightningSearchCLI(LightningCLI):
             settings under ``--pairs``; ``lightning-search pairs``).
     """
 
+    # Building LightningCLI's parser (the signatures of the Trainer, of each subcommand, of our settings) costs
+    # ~0.1 s, as much as parsing a recipe, and the parser is the same for every CLI of one class, mode and
+    # settings: a sweep and the tests run dozens of predicts in one process. So each is built once per process.
+    # Lightning binds its instantiators to the CLI object, and re-registers them on the parser for each new CLI
+    # (_add_instantiators; jsonargparse keeps one per class type), so a reused parser serves only the new CLI.
+    _parsers: ClassVar[dict[tuple, tuple]] = {}
+
     def __init__(self, *args, mode: str = "predict", **kwargs) -> None:
         if mode not in MODES:
             raise ConfigurationError(f"unknown CLI mode {mode!r}; valid: {', '.join(MODES)}")
         self.mode = mode
+        self._parser_key = (type(self), mode, args, repr(sorted((k, v) for k, v in kwargs.items() if k != "args")))
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         kwargs.setdefault("auto_configure_optimizers", False)
         main_kwargs = {**PARSER_KWARGS, "prog": "lightning-search"}
@@ -103,6 +113,32 @@ class LightningSearchCLI(LightningCLI):
             default=None,
             help="Named verifiers: the one --search.verifier names guides search, all score the results.",
         )
+
+    @override
+    def setup_parser(self, add_subcommands: bool, main_kwargs: dict, subparser_kwargs: dict) -> None:
+        cached = self._parsers.get(self._parser_key)
+        if cached is None:
+            super().setup_parser(add_subcommands, main_kwargs, subparser_kwargs)
+            cached = (
+                self.parser,
+                getattr(self, "_subcommand_parsers", {}),
+                getattr(self, "_subcommand_method_arguments", {}),
+            )
+            self._parsers[self._parser_key] = cached
+        self.parser, self._subcommand_parsers, self._subcommand_method_arguments = cached
+
+    @override
+    def _dump_config(self) -> None:
+        # What save_hyperparameters stores as the model's and data's hyperparameters (Lightning's instantiators
+        # call this): Lightning's dump validates the whole config again, which parse_arguments did already
+        # (~0.05 s a run); nothing has changed it since but before_instantiate_classes' one boolean.
+        if not hasattr(self, "config_dump"):
+            dump = self.parser.dump(
+                self.config, skip_link_targets=False, skip_unset=False, skip_validation=True, format="yaml"
+            )
+            self.config_dump = yaml.safe_load(dump)
+            if "subcommand" in self.config:
+                self.config_dump = self.config_dump[self.config.subcommand]
 
     @override
     def instantiate_trainer(self, **kwargs):
