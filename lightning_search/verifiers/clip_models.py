@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -164,6 +165,15 @@ def missing_weights_error(what: str, how: str, err: BaseException | None = None)
     return CheckpointError(f"could not load {what}{reason}. Without network access, {how}")
 
 
+@cache
+def _clip_simple_tokenizer() -> Callable[[list[str]], torch.Tensor]:
+    """open_clip's CLIP BPE tokenizer: reading its 49k merges takes ~40 ms, and it keeps no state between calls
+    but a memo of words it has split, so the tiny verifiers of one process share it."""
+    from open_clip.tokenizer import SimpleTokenizer
+
+    return SimpleTokenizer(context_length=77)
+
+
 def load_open_clip(
     model: str, pretrained: str | None = None, *, cache_dir: str | None = None, seed: int = 0
 ) -> tuple[nn.Module, Callable[[list[str]], torch.Tensor]]:
@@ -177,9 +187,7 @@ def load_open_clip(
     import open_clip
 
     if model == TINY:
-        from open_clip.tokenizer import SimpleTokenizer
-
-        return tiny_open_clip(seed).requires_grad_(False), SimpleTokenizer(context_length=77)
+        return tiny_open_clip(seed).requires_grad_(False), _clip_simple_tokenizer()
 
     how_local = (
         "download the weights elsewhere and pass a local file as pretrained=/path/to/open_clip_model.safetensors, "
