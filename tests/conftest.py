@@ -8,23 +8,25 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import lightning as L
 import pytest
-import torch
 from filelock import FileLock
 
-from lightning_search import DiffusionModule
-from lightning_search.backbones import DigitsBackbone
-from lightning_search.classifier import ClassifierModule
-from lightning_search.data import DigitsDataModule
-from lightning_search.sampling import Sampler
+# torch, Lightning and the package are imported inside the fixtures: under `make test` the xdist controller
+# loads this file too, and would spend ~3.5 s importing them before it starts the workers (which import them
+# anyway, side by side, when they collect the tests)
+if TYPE_CHECKING:
+    from lightning_search.backbones import DigitsBackbone
+    from lightning_search.sampling import Sampler
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True, scope="session")
 def _one_thread():
+    import torch
+
     # two threads on two busy cores are slower than one (ENVIRONMENT.md)
     torch.set_num_threads(1)
 
@@ -40,6 +42,8 @@ class DigitsSetup:
 
 
 def _fit(module, datamodule, path: Path, **trainer_kwargs) -> None:
+    import lightning as L
+
     trainer = L.Trainer(
         accelerator="cpu",
         logger=False,
@@ -70,6 +74,14 @@ def digits_setup(tmp_path_factory) -> DigitsSetup:
 
 
 def _train_digits(paths: DigitsSetup) -> None:
+    import lightning as L
+    import torch
+
+    from lightning_search import DiffusionModule
+    from lightning_search.backbones import DigitsBackbone
+    from lightning_search.classifier import ClassifierModule
+    from lightning_search.data import DigitsDataModule
+
     L.seed_everything(1)
     _fit(ClassifierModule("digits-cnn"), DigitsDataModule("verifier", 64), paths.verifier, max_epochs=15)
     L.seed_everything(2)
@@ -82,6 +94,10 @@ def _train_digits(paths: DigitsSetup) -> None:
 @pytest.fixture(scope="session")
 def trained_backbone(digits_setup) -> DigitsBackbone:
     """The session's digits-xs generator, loaded weights-only, in eval mode."""
+    import torch
+
+    from lightning_search.backbones import DigitsBackbone
+
     ckpt = torch.load(digits_setup.generator, weights_only=True)
     backbone = DigitsBackbone("digits-xs")
     backbone.load_state_dict({k.removeprefix("backbone."): v for k, v in ckpt["state_dict"].items()})
@@ -90,6 +106,8 @@ def trained_backbone(digits_setup) -> DigitsBackbone:
 
 @pytest.fixture
 def sampler() -> Sampler:
+    from lightning_search.sampling import Sampler
+
     return Sampler(solver="heun", steps=3)
 
 
