@@ -251,3 +251,22 @@ def test_help_lists_every_command(capsys):
         "readme",
     ):
         assert name in COMMANDS and f"    {name}" in out
+
+
+def test_the_parser_built_once_serves_each_cli_its_own_settings():
+    """LightningSearchCLI builds its parser once per process; Lightning's instantiators (which store the parsed
+    model and data settings as hyperparameters) must still read each CLI's own config, not the first one's."""
+    from lightning_search.lightning_cli import LightningSearchCLI
+
+    def cli(steps: int, batch_size: int) -> LightningSearchCLI:
+        return LightningSearchCLI(
+            args=["--config", "recipes/digits/fit.yaml", "--model.init_args.backbone.init_args.size=digits-xs",
+                  f"--model.init_args.sampler.steps={steps}", f"--data.init_args.batch_size={batch_size}"],
+            run=False,
+        )  # fmt: skip
+
+    first, second = cli(3, 16), cli(7, 32)
+    assert second.parser is first.parser
+    assert (first.model.hparams["sampler"]["steps"], first.datamodule.hparams["batch_size"]) == (3, 16)
+    assert (second.model.hparams["sampler"]["steps"], second.datamodule.hparams["batch_size"]) == (7, 32)
+    assert second.model.sampler.steps == 7
