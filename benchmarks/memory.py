@@ -323,10 +323,18 @@ def build_verifiers(settings: RunSettings) -> dict[str, nn.Module]:
 class Models:
     backbone: Any
     verifiers: dict[str, nn.Module]
+    peaks: dict[tuple, int] = field(default_factory=dict)  # measured stage peaks, by stage and input shape
 
     @classmethod
     def build(cls, settings: RunSettings) -> Models:
         return cls(flux_backbone(settings), build_verifiers(settings))
+
+    def peak(self, key: tuple, fn, *args: Any) -> int:
+        """:func:`peak_activation_bytes` of one stage, measured once per ``key`` (the stage and its input shapes):
+        estimating another batch size of the same run re-measures only the stages that batch size changes."""
+        if key not in self.peaks:
+            self.peaks[key] = peak_activation_bytes(fn, *args)
+        return self.peaks[key]
 
 
 # -- the estimate -------------------------------------------------------------------------------------------------
@@ -400,7 +408,7 @@ def estimate(settings: RunSettings, models: Models | None = None) -> Estimate:
     images = tensor_bytes((n, *image), torch.float32)  # decoded in float32 (the backbone's postprocess)
 
     prompt = ["a photo of a cat on a red sofa"]
-    text = peak_activation_bytes(backbone.encode_conditions, prompt)
+    text = models.peak(("text",), backbone.encode_conditions, prompt)
     cond = backbone.encode_conditions(prompt)
     repeated_cond = sum(tensor_bytes((n, *t.shape[1:]), t.dtype) for t in pytree.tree_leaves(cond))
 
@@ -409,10 +417,12 @@ def estimate(settings: RunSettings, models: Models | None = None) -> Estimate:
     row_cond = cond_repeat(cond, rows)
     x_t = torch.empty(rows, *latent, device="meta", dtype=dtype)
     t = torch.full((rows,), 0.5, device="meta", dtype=dtype)
-    denoise = peak_activation_bytes(backbone.forward, x_t, t, row_cond)
+    denoise = models.peak(("denoising", rows, dtype), backbone.forward, x_t, t, row_cond)
 
     dbs = min(settings.decode_batch_size, n)
-    decode = peak_activation_bytes(backbone.decode, torch.empty(dbs, *latent, device="meta", dtype=dtype))
+    decode = models.peak(
+        ("decoding", dbs, dtype), backbone.decode, torch.empty(dbs, *latent, device="meta", dtype=dtype)
+    )
 
     vbs = min(settings.verifier_batch_size, n)
     from transformers import masking_utils
@@ -421,8 +431,11 @@ def estimate(settings: RunSettings, models: Models | None = None) -> Estimate:
     # answer): keep the mask, as for a padded prompt
     with mock.patch.object(masking_utils, "_ignore_bidirectional_mask_sdpa", lambda *a, **k: False):
         scoring = {
-            name: peak_activation_bytes(
-                verifier.score, torch.empty(vbs, *image, device="meta", dtype=torch.float32), prompt * vbs
+            name: models.peak(
+                ("scoring", name, vbs, image),
+                verifier.score,
+                torch.empty(vbs, *image, device="meta", dtype=torch.float32),
+                prompt * vbs,
             )
             for name, verifier in verifiers.items()
         }
