@@ -17,7 +17,7 @@ class SearchProgressBar(TQDMProgressBar):
 
     def __init__(self, refresh_rate: int = 1) -> None:
         super().__init__(refresh_rate=refresh_rate)
-        self._samples = self._nfe = self._total = self._budget = 0
+        self._samples = self._nfe = self._total = self._budget = self._per_sample = 0
         self.history: list[dict[str, str]] = []  # what the bar showed after each batch
 
     @override
@@ -27,11 +27,11 @@ class SearchProgressBar(TQDMProgressBar):
         loaders = trainer.predict_dataloaders
         loaders = [loaders] if hasattr(loaders, "dataset") else list(loaders or [])  # one loader, or a list
         self._total = sum(len(dl.sampler) for dl in loaders)  # the sampler: this rank's share under DDP
-        per_sample = 0
+        self._per_sample = 0
         if hasattr(pl_module, "search_algorithm"):
             backbone = pl_module.backbone
-            per_sample = pl_module.search_algorithm().nfe_per_sample(pl_module.sampler, backbone)
-        self._budget = per_sample * self._total
+            self._per_sample = pl_module.search_algorithm().nfe_per_sample(pl_module.sampler, backbone)
+        self._budget = self._per_sample * self._total
 
     @override
     def on_predict_batch_end(
@@ -43,9 +43,12 @@ class SearchProgressBar(TQDMProgressBar):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        if isinstance(outputs, dict) and "sample_id" in outputs:  # a resumed run's done batch counts, with no NFE
+        if isinstance(outputs, dict) and "sample_id" in outputs:
             self._samples += len(outputs["sample_id"])
-            self._nfe += int(outputs["result"].nfe.sum()) if "result" in outputs else 0
+            if "result" in outputs:
+                self._nfe += int(outputs["result"].nfe.sum())
+            else:  # a resumed run's batch done before: its samples count, and cost nothing this time
+                self._budget -= self._per_sample * len(outputs["sample_id"])
             shown = {"samples": f"{self._samples}/{self._total}", "NFE": f"{self._nfe}/{self._budget}"}
             self.history.append(shown)
             self.predict_progress_bar.set_postfix(shown, refresh=False)
