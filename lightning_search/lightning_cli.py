@@ -87,6 +87,8 @@ class LightningSearchCLI(LightningCLI):
     # settings: a sweep and the tests run dozens of predicts in one process. So each is built once per process.
     # Lightning binds its instantiators to the CLI object, and re-registers them on the parser for each new CLI
     # (_add_instantiators; jsonargparse keeps one per class type), so a reused parser serves only the new CLI.
+    # setup_parser also leaves the subcommands' parsers and method arguments on the CLI (private attributes of
+    # LightningCLI 2.x): they are kept with the parser. tests/test_cli.py checks each CLI gets its own settings.
     _parsers: ClassVar[dict[tuple, tuple]] = {}
 
     def __init__(self, *args, mode: str = "predict", **kwargs) -> None:
@@ -129,9 +131,10 @@ class LightningSearchCLI(LightningCLI):
 
     @override
     def _dump_config(self) -> None:
-        # What save_hyperparameters stores as the model's and data's hyperparameters (Lightning's instantiators
-        # call this): Lightning's dump validates the whole config again, which parse_arguments did already
-        # (~0.05 s a run); nothing has changed it since but before_instantiate_classes' one boolean.
+        # What save_hyperparameters stores as the model's and data's hyperparameters (LightningCLI 2.x's
+        # instantiators call this private hook): Lightning's own dump validates the whole config again, which
+        # parse_arguments did already (~0.05 s a run); nothing has changed it since but
+        # before_instantiate_classes' one boolean. The same dump otherwise: all keys, link targets included.
         if not hasattr(self, "config_dump"):
             dump = self.parser.dump(
                 self.config, skip_link_targets=False, skip_unset=False, skip_validation=True, format="yaml"
