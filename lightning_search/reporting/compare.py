@@ -78,6 +78,7 @@ def bars_figure(rows: Sequence[dict[str, Any]]):
         values = [r.get(key) if r.get(key) is not None else float("nan") for r in rows]
         bars = ax.bar(range(len(rows)), values, color=colours)
         ax.bar_label(bars, labels=[_fmt(v) if v == v else "-" for v in values], fontsize=7)
+        ax.margins(y=0.12)  # room above the tallest bar for its label (the bars' sticky edge keeps 0 at the base)
         ax.set_xticks(range(len(rows)), names, rotation=30, ha="right", fontsize=8)
         ax.set_title(f"{label}, {better} is better", fontsize=9)
         ax.grid(axis="y", alpha=0.3)

@@ -101,19 +101,32 @@ def scaling_figure(rows: list[dict[str, Any]], curves=CURVES):
     curves = scaling_curves(rows, curves)
     if not curves:
         return None
-    fig, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves), 4), squeeze=False)
+    styles = group_styles(list(groups))
+    fig, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves) + 2.5, 4), squeeze=False, layout="constrained")
+    lines = {}
     for ax, (key, label) in zip(axes[0], curves):
         for group, members in groups.items():
             pts = sorted((r["nfe"], r[key]) for r in members if r.get(key) is not None and r.get("nfe"))
             if pts:
-                ax.plot(*zip(*pts), marker="o", label=group)
+                lines[group] = ax.plot(*zip(*pts), label=group, **styles[group])[0]
         ax.set_xscale("log", base=2)
         ax.set_xlabel("NFE per sample")
         ax.set_title(label)
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8)
-    fig.tight_layout()
+    # beside the panels, not over a panel's curves; one entry per group, in the sweep's order
+    fig.legend([lines[g] for g in groups if g in lines], [g for g in groups if g in lines], loc="outside right upper",
+               fontsize=8)  # fmt: skip
     return fig
+
+
+def group_styles(groups: Sequence[str]) -> dict[str, dict[str, str]]:
+    """A line style no other group of the figure has: matplotlib's ten colours with solid lines and circles,
+    then the same colours dashed with squares, dotted with diamonds (the digits sweep has 13 groups: with the
+    colours alone, three pairs of curves looked the same)."""
+    return {
+        group: {"color": f"C{i % 10}", "linestyle": ("-", "--", ":")[i // 10 % 3], "marker": "osD"[i // 10 % 3]}
+        for i, group in enumerate(groups)
+    }
 
 
 def _fmt(v: Any) -> str:

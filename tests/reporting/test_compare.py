@@ -139,3 +139,25 @@ def test_dict_conditions_show_their_prompt_and_keep_the_metadata(page):
     spans = [a for tag, a, parents in parsed.elements if tag == "span" and "title" in a]
     assert spans and json.loads(spans[0]["title"]) == GENEVAL
     assert "a photo of two clocks" in parsed.texts
+
+
+def test_every_bar_label_stays_inside_its_panel():
+    """The value printed on the tallest bar sat on the panel's top edge (a negative score is labelled too)."""
+    from lightning_search.reporting.compare import bars_figure
+
+    # the digits compare's eight panels (their heights decide the margin in pixels), one score negative
+    values = {"score/classifier": (13.9, 16.56, 19.49), "score/oracle": (7.4, -2.5, 9.47), "inception_score":
+              (7.82, 8.56, 9.11), "fid": (3.92, 4.85, 16.75), "kid": (0.87, 1.99, 21.59), "precision":
+              (0.947, 0.935, 0.961), "recall": (0.72, 0.67, 0.42), "accuracy": (0.933, 0.966, 0.985)}  # fmt: skip
+    rows = [{"name": f"run{k}", **{key: v[k] for key, v in values.items()}} for k in range(3)]
+    fig = bars_figure(rows)
+    fig.canvas.draw()
+    assert len(fig.axes) == 8
+    for ax in fig.axes:
+        labels = [t for t in ax.texts if t.get_text()]
+        assert len(labels) == 3
+        panel = ax.get_window_extent()
+        for text in labels:
+            box = text.get_window_extent()
+            # inside, and clear of the top edge by half a label's height (it was 1.5-2 px, touching the frame)
+            assert panel.y0 <= box.y0 and box.y1 + box.height / 2 <= panel.y1, (ax.get_title(), text.get_text())

@@ -9,6 +9,7 @@ from lightning_search.reporting.scaling import (
     markdown_table,
     plot_scaling,
     read_scaling_csv,
+    scaling_figure,
     scaling_rows,
     write_scaling_csv,
 )
@@ -72,3 +73,20 @@ def test_a_sweep_without_evaluator_metrics_plots_its_verifier_scores(tmp_path):
     rows = [{"group": "g", "nfe": n, "score/judge": s, "score/clip": 2 * s} for n, s in ((10, 0.3), (40, 0.5))]
     plot_scaling(tmp_path / "scaling.png", rows)
     assert (tmp_path / "scaling.png").stat().st_size > 1000
+
+
+def test_thirteen_groups_get_thirteen_styles_and_a_legend_off_the_panels():
+    """The digits sweep has 13 groups, more than matplotlib's 10 colours: no two curves may look alike, and the
+    legend may not cover a curve (it sat on the first panel, over its lowest curve)."""
+    from matplotlib.colors import to_hex
+
+    rows = [{"group": f"g{k}", "nfe": n, "inception_score": k + n / 100} for k in range(13) for n in (10.0, 20.0)]
+    fig = scaling_figure(rows)
+    fig.canvas.draw()
+    (ax,) = fig.axes
+    looks = {(to_hex(line.get_color()), line.get_linestyle(), line.get_marker()) for line in ax.get_lines()}
+    assert len(ax.get_lines()) == 13 and len(looks) == 13
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == [f"g{k}" for k in range(13)]
+    box = legend.get_window_extent()
+    assert not any(box.overlaps(a.get_window_extent()) for a in fig.axes)
