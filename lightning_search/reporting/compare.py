@@ -99,8 +99,8 @@ def sample_ids_shown(records: list[dict], per_condition: int, max_conditions: in
     """The first ``per_condition`` sample ids of each of the first ``max_conditions`` conditions."""
     from lightning_search.reporting.grid import rows_by_condition
 
-    index = rows_by_condition([r["condition"] for r in records], per_condition, max_conditions)
-    return [records[i]["sample_id"] for i in index if i >= 0]
+    rows = rows_by_condition([r["condition"] for r in records], per_condition, max_conditions)
+    return [records[i]["sample_id"] for row in rows for i in row if i >= 0]
 
 
 def write_grid(path: Path, names: Sequence[str], run_dirs: Sequence[Path], per_condition: int, max_conditions: int):
