@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
+from torchvision.transforms.functional import pil_to_tensor
 from torchvision.utils import make_grid
 
 from lightning_search.runs import atomic_write_bytes, image_to_png_bytes
@@ -94,4 +94,4 @@ def label_strip(text: str, width: int, height: int = 18) -> torch.Tensor:
         shown = shown[:-3] + "..."
     strip = Image.new("RGB", (width, height), "white")
     ImageDraw.Draw(strip).text((4, 2), shown, fill="black", font=font)
-    return torch.from_numpy(np.asarray(strip).copy()).permute(2, 0, 1).float() / 255
+    return pil_to_tensor(strip).float() / 255
