@@ -186,9 +186,10 @@ def resumable(what: str, force: bool):
         raise Interrupted(err.signal_name, what, resume) from None
 
 
-def run_point(predict_config: str, output_dir: Path, args: list[str]) -> dict[str, Any]:
+def run_point(predict_config: str, output_dir: Path, args: list[str], progress_position: int = 0) -> dict[str, Any]:
     """One ``lightning-search predict`` in this process; returns the run's metrics.json."""
-    LightningSearchCLI(args=["predict", "--config", predict_config, *args, f"--trainer.default_root_dir={output_dir}"])
+    argv = ["predict", "--config", predict_config, *args, f"--trainer.default_root_dir={output_dir}"]
+    LightningSearchCLI(args=argv, progress_position=progress_position)
     return RunFolder(output_dir).read_metrics()
 
 
@@ -213,6 +214,8 @@ def sweep(argv: list[str]) -> None:
                         help="run only these points (the report keeps the others already done with their settings)")  # fmt: skip
     parser.add_argument("--jobs", type=int, default=1, help="processes running points side by side, one thread each")
     parser.add_argument("--report", type=bool, default=True, help="write the report once the points are done")
+    parser.add_argument("--progress_position", type=int, default=0,
+                        help="terminal line offset of the progress bars (--jobs gives each process its own)")  # fmt: skip
     cfg = parser.parse_args(argv)
     if cfg.jobs < 1:
         raise ConfigurationError(f"--jobs must be >= 1, got {cfg.jobs}")
@@ -234,7 +237,7 @@ def sweep(argv: list[str]) -> None:
         else:
             for point in todo:
                 rank_zero_info(f"sweep point {point.name}")
-                run_point(spec.predict_config, out / point.name, list(point.args))
+                run_point(spec.predict_config, out / point.name, list(point.args), cfg.progress_position)
     if cfg.report:
         write_sweep_report(spec, runs)
 
@@ -268,8 +271,13 @@ def run_points_in_processes(config: str, names: list[str], jobs: int) -> None:
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     context = multiprocessing.get_context(method)
     rank_zero_info(f"sweep: {len(names)} points in {len(shares)} processes: {shares}")
-    argv = ["--config", str(config), "--report", "false", "--only"]
-    children = [context.Process(target=_sweep_share, args=([*argv, json.dumps(share)],)) for share in shares]
+    argv = ["--config", str(config), "--report", "false"]
+    children = [
+        context.Process(
+            target=_sweep_share, args=([*argv, "--progress_position", str(k), "--only", json.dumps(share)],)
+        )
+        for k, share in enumerate(shares)
+    ]
     for child in children:
         child.start()
 

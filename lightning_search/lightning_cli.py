@@ -18,6 +18,7 @@ from typing import ClassVar
 
 import yaml
 from lightning import LightningDataModule, LightningModule
+from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from typing_extensions import override
 
@@ -80,6 +81,8 @@ class LightningSearchCLI(LightningCLI):
     Args:
         mode: ``predict`` (search settings under ``--search``) or ``pairs`` (predict makes AI-feedback pairs,
             settings under ``--pairs``; ``lightning-search pairs``).
+        progress_position: terminal line offset of a TQDM progress bar (``sweep --jobs N`` gives each of its
+            processes its own, so that their bars do not draw over each other).
     """
 
     # Building LightningCLI's parser (the signatures of the Trainer, of each subcommand, of our settings) costs
@@ -91,10 +94,10 @@ class LightningSearchCLI(LightningCLI):
     # LightningCLI 2.x): they are kept with the parser. tests/test_cli.py checks each CLI gets its own settings.
     _parsers: ClassVar[dict[tuple, tuple]] = {}
 
-    def __init__(self, *args, mode: str = "predict", **kwargs) -> None:
+    def __init__(self, *args, mode: str = "predict", progress_position: int = 0, **kwargs) -> None:
         if mode not in MODES:
             raise ConfigurationError(f"unknown CLI mode {mode!r}; valid: {', '.join(MODES)}")
-        self.mode = mode
+        self.mode, self.progress_position = mode, progress_position
         self._parser_key = (type(self), mode, args, repr(sorted((k, v) for k, v in kwargs.items() if k != "args")))
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         kwargs.setdefault("auto_configure_optimizers", False)
@@ -149,7 +152,13 @@ class LightningSearchCLI(LightningCLI):
             # `logger: true` in the recipes means Lightning's default logger under default_root_dir (CSV where
             # tensorboard is not installed), which Lightning announces with a warning each time
             warnings.filterwarnings("ignore", message="Starting from v1.9.0, `tensorboardX` has been removed")
-            return super().instantiate_trainer(**kwargs)
+            trainer = super().instantiate_trainer(**kwargs)
+        bar = trainer.progress_bar_callback
+        if self.progress_position and isinstance(bar, TQDMProgressBar):
+            # the recipe's bar, whatever its settings: TQDMProgressBar reads this when it opens its bars (its
+            # process_position argument, which a recipe's callback list cannot take per process)
+            bar._process_position = self.progress_position
+        return trainer
 
     @override
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:

@@ -270,3 +270,23 @@ def test_the_parser_built_once_serves_each_cli_its_own_settings():
     assert (first.model.hparams["sampler"]["steps"], first.datamodule.hparams["batch_size"]) == (3, 16)
     assert (second.model.hparams["sampler"]["steps"], second.datamodule.hparams["batch_size"]) == (7, 32)
     assert second.model.sampler.steps == 7
+
+
+def test_a_progress_position_moves_the_recipes_bar_to_its_own_terminal_lines():
+    """sweep --jobs N gives each process a position: its predict bar then opens two lines per position down
+    (TQDMProgressBar's layout), not on the line another process draws on."""
+    from lightning_search.lightning_cli import LightningSearchCLI
+
+    args = [
+        "--config",
+        "recipes/digits/fit.yaml",
+        "--model.init_args.backbone.init_args.size=digits-xs",
+        "--trainer.callbacks+=lightning_search.callbacks.SearchProgressBar",
+    ]  # as in the predict recipes
+    positions = []
+    for position in (0, 2):
+        bar = LightningSearchCLI(args=args, run=False, progress_position=position).trainer.progress_bar_callback
+        opened = bar.init_predict_tqdm()
+        positions.append((bar.process_position, abs(opened.pos)))
+        opened.close()
+    assert positions == [(0, 0), (2, 4)]

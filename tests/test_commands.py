@@ -218,6 +218,23 @@ def test_a_stopped_sweep_says_how_to_resume_it(tmp_path, digits_setup, monkeypat
         commands.sweep(["--config", spec, "--force", "true"])
 
 
+def test_each_process_of_a_sweep_draws_its_progress_bars_on_its_own_lines(tmp_path, digits_setup, monkeypatch):
+    """--jobs 2: each child runs its points with its own progress position (0 and 1); one process: 0."""
+    from lightning_search import commands
+
+    def record(predict_config, output_dir, args, progress_position=0):  # the forked children inherit it
+        (tmp_path / f"{Path(output_dir).name}.position").write_text(str(progress_position))
+
+    monkeypatch.setattr(commands, "run_point", record)
+    points = [{"name": f"steps{k}", "args": [*SMALL, f"--model.init_args.sampler.steps={k}"]} for k in (1, 2, 3)]
+    spec = _sweep_spec(tmp_path, digits_setup, points)
+    commands.sweep(["--config", spec, "--jobs", "2", "--report", "false"])  # shares [steps1, steps3] and [steps2]
+    positions = {p.stem: int(p.read_text()) for p in tmp_path.glob("*.position")}
+    assert positions == {"steps1": 0, "steps2": 1, "steps3": 0}
+    commands.sweep(["--config", spec, "--only", "[steps2]", "--report", "false"])
+    assert (tmp_path / "steps2.position").read_text() == "0"
+
+
 def test_a_wrong_key_in_any_point_fails_before_the_first_point_runs(tmp_path, digits_setup):
     from lightning_search import commands
 
