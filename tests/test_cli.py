@@ -290,3 +290,23 @@ def test_a_progress_position_moves_the_recipes_bar_to_its_own_terminal_lines():
         positions.append((bar.process_position, abs(opened.pos)))
         opened.close()
     assert positions == [(0, 0), (2, 4)]
+
+
+@pytest.mark.parametrize(
+    ("command", "recipe"),
+    [("fit", "digits/fit.yaml"), ("fit", "digits/dpo.yaml"), ("fit", "digits/grpo.yaml"),
+     ("predict", "digits/search.yaml"), ("fit", "tiny/sd_dpo.yaml")],
+)  # fmt: skip
+def test_the_stored_hyperparameters_are_lightnings_own_dump(command, recipe):
+    """LightningSearchCLI dumps the parsed config for save_hyperparameters without validating it again: the
+    result must be what LightningCLI's own (validating) dump gives."""
+    from lightning.pytorch.cli import LightningCLI
+
+    from lightning_search.lightning_cli import LightningSearchCLI, _ParseOnlyCLI
+
+    cli = _ParseOnlyCLI(args=[command, "--config", f"recipes/{recipe}"])
+    LightningSearchCLI._dump_config(cli)
+    ours = cli.config_dump
+    del cli.config_dump
+    LightningCLI._dump_config(cli)
+    assert ours == cli.config_dump and "model" in ours
