@@ -32,7 +32,7 @@ class ConditionDataset(Dataset):
         self.conditions, self.sample_ids = list(conditions), [int(i) for i in sample_ids]
         self.extras = extras or {}
 
-    def mark_done(self, done: set[int]) -> ConditionDataset:
+    def mark_done(self, done: frozenset[int] | set[int]) -> ConditionDataset:
         """The same rows in the same order, each with ``done``: whether the run folder holds it already."""
         extras = {**self.extras, "done": [s in done for s in self.sample_ids]}
         return ConditionDataset(self.conditions, self.sample_ids, extras)
@@ -64,20 +64,20 @@ class ConditionDataModule(ResumableTrainData, LightningDataModule):
 
     def __init__(self) -> None:
         super().__init__()
-        self._skipped: frozenset[int] = frozenset()
+        self._done: frozenset[int] = frozenset()
         self.seed = int(torch.initial_seed())  # of the training order: the run's seed_everything
 
     def skip_samples(self, done: set[int]) -> None:
         """Flag these sample ids ``done`` in the predict batches (they are in the run folder already)."""
-        self._skipped = frozenset(done)
+        self._done = frozenset(done)
 
     def predict_dataset(self) -> ConditionDataset:
         raise NotImplementedError
 
     def predict_dataloader(self) -> DataLoader:
         dataset = self.predict_dataset()
-        if self._skipped:
-            dataset = dataset.mark_done(set(self._skipped))
+        if self._done:
+            dataset = dataset.mark_done(self._done)
         return dataset.loader(self.predict_batch_size)
 
     def train_dataloader(self) -> DataLoader:
